@@ -1,0 +1,114 @@
+"""Distillation losses and group InfoNCE against brute-force references."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from encoder.heads import HeadsConfig, MultiTeacherHeads, TeacherProjector
+from encoder.losses import distill_loss, group_infonce, split_group_halves
+
+
+def test_distill_loss_matches_formula_and_zero_at_target():
+    pred, target = torch.randn(50, 8), torch.randn(50, 8)
+    total, parts = distill_loss(pred, target, cos_weight=2.0, l1_weight=0.5)
+    cos_ref = sum(1 - torch.dot(p, t) / (p.norm() * t.norm()) for p, t in zip(pred, target)) / 50
+    d = (pred - target).abs()
+    l1_ref = torch.where(d < 1, 0.5 * d**2, d - 0.5).mean()
+    assert torch.allclose(parts["cos"], cos_ref, atol=1e-5)
+    assert torch.allclose(parts["l1"], l1_ref, atol=1e-6)
+    assert torch.allclose(total, 2.0 * cos_ref + 0.5 * l1_ref, atol=1e-5)
+    zero, _ = distill_loss(target.clone(), target)
+    assert zero.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distill_loss_empty_keeps_graph():
+    pred = torch.randn(0, 4, requires_grad=True)
+    total, _ = distill_loss(pred, torch.zeros(0, 4))
+    total.backward()
+    assert total.item() == 0.0
+
+
+def test_split_group_halves_sizes():
+    groups = torch.tensor([3] * 7 + [-1] * 2 + [5] * 4)
+    keys, slot, counts = split_group_halves(groups, torch.Generator().manual_seed(1))
+    assert keys.tolist() == [3, 5] and counts.tolist() == [7, 4]
+    assert (slot[7:9] == -1).all()
+    assert torch.bincount(slot[slot >= 0], minlength=4).tolist() == [3, 4, 2, 2]
+    assert set((slot[:7] // 2).tolist()) == {0} and set((slot[9:] // 2).tolist()) == {1}
+
+
+def _reference_infonce(features, groups, batch, min_size, temperature, slot, keys):
+    """Brute force from the slot assignment: loop over scenes and groups."""
+    span = int(groups.max()) + 1
+    losses = []
+    for s in batch.unique().tolist():
+        a, b = [], []
+        for gi, k in enumerate(keys.tolist()):
+            if k // span != s:
+                continue
+            rows = slot // 2 == gi
+            if int(rows.sum()) < min_size:
+                continue
+            a.append(features[slot == 2 * gi].mean(0))
+            b.append(features[slot == 2 * gi + 1].mean(0))
+        if len(a) < 2:
+            continue
+        a, b = F.normalize(torch.stack(a), dim=-1), F.normalize(torch.stack(b), dim=-1)
+        n = len(a)
+        tot = 0.0
+        for i in range(n):
+            row = torch.stack([torch.dot(a[i], b[j]) for j in range(n)]) / temperature
+            col = torch.stack([torch.dot(a[j], b[i]) for j in range(n)]) / temperature
+            tot = tot + 0.5 * (-(row[i] - torch.logsumexp(row, 0)) - (col[i] - torch.logsumexp(col, 0)))
+        losses.append(tot / n)
+    return torch.stack(losses).mean()
+
+
+def test_group_infonce_matches_brute_force():
+    torch.manual_seed(0)
+    n = 300
+    features = torch.randn(n, 6)
+    groups = torch.randint(-1, 5, (n,))
+    batch = torch.cat([torch.zeros(170, dtype=torch.long), torch.ones(130, dtype=torch.long)])
+    gen_state = torch.Generator().manual_seed(7)
+    loss, used = group_infonce(features, groups, batch, min_group_size=20, temperature=0.2, generator=gen_state)
+    # replay the same random split
+    span = int(groups.max()) + 1
+    key = torch.where(groups >= 0, batch * span + groups, torch.full_like(groups, -1))
+    keys, slot, _ = split_group_halves(key, torch.Generator().manual_seed(7))
+    ref = _reference_infonce(features, groups, batch, 20, 0.2, slot, keys)
+    assert used == int(sum(int(((groups == g) & (batch == s)).sum()) >= 20 for s in (0, 1) for g in range(5)))
+    assert torch.allclose(loss, ref, atol=1e-5)
+
+
+def test_group_infonce_separated_groups_low_loss_and_skips_small():
+    centers = torch.eye(4) * 10
+    groups = torch.arange(4).repeat_interleave(50)
+    features = centers[groups] + 0.01 * torch.randn(200, 4)
+    loss, used = group_infonce(features, groups, torch.zeros(200, dtype=torch.long), min_group_size=10)
+    assert used == 4 and loss.item() == pytest.approx(math.log(1 + 3 * math.exp(-1 / 0.2)), rel=1e-2)  # orthogonal means
+    # all groups below the minimum size -> zero loss, still differentiable
+    f = features.clone().requires_grad_(True)
+    loss, used = group_infonce(f, groups, torch.zeros(200, dtype=torch.long), min_group_size=100)
+    loss.backward()
+    assert used == 0 and loss.item() == 0.0
+    # one group alone gives no negatives: skipped
+    _, used = group_infonce(features[:50], groups[:50], torch.zeros(50, dtype=torch.long), min_group_size=10)
+    assert used == 0
+
+
+def test_projector_shapes_and_heads_roundtrip(tmp_path):
+    proj = TeacherProjector(16, 5)
+    assert proj(torch.randn(3, 16)).shape == (3, 5)
+    assert proj.fc1.out_features == 64
+    heads = MultiTeacherHeads(HeadsConfig(in_dim=16, teacher_dims={"caption-minilm": 384, "a.b": 7}))
+    out = heads(torch.randn(4, 16))
+    assert {k: v.shape[1] for k, v in out.items()} == {"caption-minilm": 384, "a.b": 7}
+    heads.save_pretrained(tmp_path / "h")
+    again = MultiTeacherHeads.from_pretrained(tmp_path / "h")
+    x = torch.randn(4, 16)
+    assert torch.equal(heads.project("a.b", x), again.project("a.b", x))
+    with pytest.raises(ValueError, match="teacher_dims"):
+        HeadsConfig(in_dim=16, teacher_dims={"x": 0})
