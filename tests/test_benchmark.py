@@ -1,0 +1,159 @@
+"""The benchmark CLI end to end with a fake model: three files with consistent numbers, blind baseline."""
+
+import json
+
+import pytest
+
+from chorus_qa import benchmark
+from chorus_qa.datasets import scene_dir
+from chorus_qa.metrics import exact_match, refined_exact_match
+
+# (scene, question, answers, type, what the fake scene model says)
+ROWS = [
+    ("room_0", "How many chairs are there?", ["two"], "counting", "two"),
+    ("room_1", "What color is the sofa?", ["red"], "color", "red"),
+    ("room_0", "What is left of the bed?", ["lamp"], "spatial", "the lamp"),  # refined only
+    ("room_2", "How many lamps are there?", ["three", "3"], "counting", "3"),  # exact: "3" is listed
+    ("room_1", "What is on the table?", ["cup"], "spatial", "a plate"),  # wrong
+    ("room_0", "What color is the bed?", ["white"], "color", "white"),
+    ("room_2", "How many tables are there?", ["two"], "counting", "2"),  # refined only (digits)
+]
+BLIND_ANSWER = "two"
+
+
+class FakeQAModel:
+    """Stands in for ChorusQAModel: prepare_scene + generate, recording how it is called."""
+
+    def __init__(self):
+        self.prepared: list[str] = []
+        self.batch_sizes: list[int] = []
+        self.answers = {(s, q): a for s, q, _, _, a in ROWS}
+
+    def prepare_scene(self, features, means):
+        self.prepared.append(features)
+        return {"scene": features}
+
+    def generate(self, scenes, questions, situations=None, max_new_tokens=16, blind=False):
+        self.batch_sizes.append(len(questions))
+        if blind:
+            assert scenes is None
+            return [BLIND_ANSWER] * len(questions)
+        return [self.answers[(scenes["scene"], q)] for q in questions]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    root = tmp_path / "data"
+    entries = []
+    for i, (scene, question, answers, qtype, _) in enumerate(ROWS):
+        entries.append({"scene_id": scene, "question_id": f"val-{i}", "question": question, "answers": answers,
+                        "object_ids": [], "object_names": [], "type": qtype})
+        (root / "scenes" / scene).mkdir(parents=True, exist_ok=True)
+    (root / "qa").mkdir(parents=True)
+    (root / "qa" / "ScanQA_v1.0_val.json").write_text(json.dumps(entries))
+    return root
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    model = FakeQAModel()
+    monkeypatch.setattr(benchmark, "load_model", lambda checkpoint: model)
+    # Scene "features" are the scene id; the folder must still exist.
+    monkeypatch.setattr(benchmark, "load_scene_features",
+                        lambda m, data, scene_id: (scene_dir(data, scene_id).name, None))
+    return model
+
+
+def run(data_dir, out, *extra):
+    argv = ["--checkpoint", str(data_dir.parent / "ckpt"), "--data", str(data_dir), "--split", "val",
+            "--out", str(out), "--batch-size", "2", "--no-java", *extra]
+    assert benchmark.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    return metrics, benchmark.read_predictions(out / "predictions.jsonl"), (out / "metrics.md").read_text()
+
+
+def test_cli_writes_consistent_files(tmp_path, data_dir, fake_model):
+    metrics, preds, md = run(data_dir, tmp_path / "runs" / "scene")
+    # predictions.jsonl: file order, all fields
+    assert [p["question_id"] for p in preds] == [f"val-{i}" for i in range(len(ROWS))]
+    assert [p["prediction"] for p in preds] == [r[4] for r in ROWS]
+    assert set(preds[0]) >= {"question_id", "scene_id", "question", "prediction", "answers", "type"}
+    # each scene prepared once, in first-appearance order, questions batched per scene
+    assert fake_model.prepared == ["room_0", "room_1", "room_2"]
+    assert fake_model.batch_sizes == [2, 1, 2, 2]
+    # metrics.json agrees with the predictions file
+    overall = metrics["scores"]["overall"]
+    em = 100 * sum(exact_match(p["prediction"], p["answers"]) for p in preds) / len(preds)
+    rem = 100 * sum(refined_exact_match(p["prediction"], p["answers"]) for p in preds) / len(preds)
+    assert overall["EM@1"] == pytest.approx(em) == pytest.approx(100 * 4 / 7)
+    assert overall["refined_EM"] == pytest.approx(rem) == pytest.approx(100 * 6 / 7)
+    assert overall["METEOR"] is None and metrics["scores"]["meteor"].startswith("unavailable")
+    per_type = metrics["scores"]["per_type"]
+    assert {t: b["n"] for t, b in per_type.items()} == {"color": 2, "counting": 3, "spatial": 2}
+    assert per_type["counting"]["refined_EM"] == pytest.approx(100.0)
+    assert metrics["run"]["n_scenes"] == 3 and metrics["run"]["blind"] is False
+    # metrics.md shows the same numbers
+    assert f"| EM@1 | {overall['EM@1']:.2f} |" in md
+    assert f"| counting | 3 | {per_type['counting']['EM@1']:.2f}" in md
+    assert "METEOR | n/a" in md
+    assert "baseline" not in metrics
+
+
+def test_blind_baseline_beside_the_run(tmp_path, data_dir, fake_model):
+    scene_metrics, _, _ = run(data_dir, tmp_path / "runs" / "scene")
+    blind_metrics, blind_preds, blind_md = run(data_dir, tmp_path / "runs" / "scene_blind", "--blind")
+    assert all(p["prediction"] == BLIND_ANSWER for p in blind_preds)
+    assert blind_metrics["run"]["blind"] is True and "blind (no scene tokens)" in blind_md
+    blind_em = blind_metrics["scores"]["overall"]["EM@1"]
+    assert blind_em == pytest.approx(100 * 2 / 7)  # "two" is right for two counting questions
+    # the blind run refreshed the scene run's tables with the baseline and the gain
+    refreshed = json.loads((tmp_path / "runs" / "scene" / "metrics.json").read_text())
+    assert refreshed["baseline"]["overall"]["EM@1"] == pytest.approx(blind_em)
+    em = scene_metrics["scores"]["overall"]["EM@1"]
+    md = (tmp_path / "runs" / "scene" / "metrics.md").read_text()
+    assert f"| EM@1 | {em:.2f} | {blind_em:.2f} | {em - blind_em:+.2f} |" in md
+    # a later scene run finds the blind run by itself
+    later, _, later_md = run(data_dir, tmp_path / "runs" / "scene_again")
+    assert later["baseline"]["out"].endswith("scene_blind")
+    assert f"| EM@1 | {em:.2f} | {blind_em:.2f} | {em - blind_em:+.2f} |" in later_md
+    # a run with another setting (--limit) does not pick it up
+    limited, preds, _ = run(data_dir, tmp_path / "runs" / "scene_limited", "--limit", "3")
+    assert len(preds) == 3 and "baseline" not in limited
+
+
+def test_explicit_compare(tmp_path, data_dir, fake_model):
+    run(data_dir, tmp_path / "a" / "scene")
+    metrics, _, md = run(data_dir, tmp_path / "b" / "scene", "--compare", str(tmp_path / "a" / "scene"))
+    assert metrics["baseline"]["overall"]["EM@1"] == pytest.approx(metrics["scores"]["overall"]["EM@1"])
+    assert "compare (scene)" in md and "+0.00" in md
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        run(data_dir, tmp_path / "c", "--compare", str(tmp_path / "nowhere"))
+
+
+def test_run_benchmark_with_a_fake_predictor(tmp_path, data_dir):
+    """The model call sits behind one function: anything with predict_split's signature works."""
+    from chorus_qa.datasets import load_qa_split
+
+    examples = load_qa_split(data_dir, "val")
+
+    def echo_first_answer(model, exs, data, blind, batch_size, max_new_tokens=32):
+        return {ex.question_id: ex.answers[0] for ex in exs}
+
+    metrics = benchmark.run_benchmark(None, examples, data_dir, tmp_path / "oracle", predictor=echo_first_answer, use_java=False)
+    overall = metrics["scores"]["overall"]
+    assert overall["EM@1"] == overall["refined_EM"] == 100.0
+    assert overall["BLEU-1"] == pytest.approx(100.0, rel=1e-6) and overall["ROUGE-L"] == pytest.approx(100.0)
+
+
+def test_generate_count_mismatch_is_an_error(tmp_path, data_dir, fake_model):
+    fake_model.generate = lambda *a, **k: ["only one"]
+    with pytest.raises(RuntimeError, match="1 answers for 2 questions"):
+        run(data_dir, tmp_path / "bad")
+
+
+def test_help_and_argument_checks(capsys):
+    with pytest.raises(SystemExit) as info:
+        benchmark.main(["--help"])
+    assert info.value.code == 0 and "--blind" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="batch-size"):
+        benchmark.main(["--checkpoint", "c", "--data", "d", "--out", "o", "--batch-size", "0"])
