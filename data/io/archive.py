@@ -34,8 +34,9 @@ def _safe_member_path(archive: Path, info: zipfile.ZipInfo) -> PurePosixPath | N
     return rel
 
 
-def extract_zip(archive: Path, dest: Path, *, max_bytes: int = MAX_ZIP_BYTES) -> None:
+def extract_zip(archive: Path, dest: Path, *, max_bytes: int | None = None) -> None:
     """Extract ``archive`` into the existing folder ``dest`` with the checks in the module docstring."""
+    max_bytes = MAX_ZIP_BYTES if max_bytes is None else max_bytes
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:

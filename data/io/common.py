@@ -151,14 +151,17 @@ def build_scene(
         feats[key] = (torch.from_numpy(np.ascontiguousarray(feat)), torch.from_numpy(index.astype(np.int64)))
 
     finite = np.ones(n, dtype=bool)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for key, arr in arrays.items():
-            bad = ~np.isfinite(arr).reshape(n, -1).all(axis=1)
-            if bad.any():
-                warn_repair(path, key, int(bad.sum()), n, "had NaN/inf values and were dropped")
-                finite &= ~bad
+    per_field = {}
+    for key, arr in arrays.items():
+        bad = ~np.isfinite(arr).reshape(n, -1).all(axis=1)
+        if bad.any():
+            per_field[key] = int(bad.sum())
+            finite &= ~bad
     if not finite.any():
-        raise SceneFormatError(path, "means", f"all {n} Gaussians have NaN/inf values; nothing left to load")
+        raise SceneFormatError(path, ", ".join(per_field), f"all {n} Gaussians have NaN/inf values; nothing left to load")
+    if per_field:
+        detail = ", ".join(f"{k}: {v}" for k, v in per_field.items())
+        warn_repair(path, ", ".join(per_field), int(n - finite.sum()), n, f"had NaN/inf values and were dropped ({detail})")
 
     f = finite if not finite.all() else slice(None)
     scales = arrays["scales"][f]

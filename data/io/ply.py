@@ -163,7 +163,7 @@ def _read_ascii(path: Path, header: PlyHeader, vi: int, size: int) -> dict[str, 
         fh.seek(header.data_offset)
         body = fh.read()
     lines = body.splitlines()
-    rows = [ln for ln in lines[skip : skip + vertex.count]]
+    rows = lines[skip : skip + vertex.count]
     if len(rows) < vertex.count:
         raise SceneFormatError(path, "vertex", f"file is truncated: header declares {vertex.count} vertices, found {max(len(rows), 0)} lines")
     tokens = b" ".join(rows).split()
