@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,11 +49,11 @@ Predictor = Callable[..., dict]
 # ----------------------------------------------------------------------------- model calls
 
 
-def load_model(checkpoint):
+def load_model(checkpoint, device: str = "cpu"):
     """The Q&A model of a checkpoint folder (imported lazily: torch/transformers are heavy)."""
     from .model import ChorusQAModel
 
-    return ChorusQAModel.from_pretrained(checkpoint)
+    return ChorusQAModel.from_pretrained(checkpoint, device=device)
 
 
 def group_by_scene(examples: Sequence[QAExample]) -> dict[str, list[QAExample]]:
@@ -68,28 +69,64 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
         yield items[start : start + size]
 
 
-def load_scene_features(model, data_dir, scene_id: str):
-    """(features [N, C], means [N, 3]) of one scene, from the model's encoder through the feature cache."""
-    from .feature_cache import FeatureCache
+class SceneFeatureLoader:
+    """(features [N, C], means [N, 3]) per scene id: the frozen encoder (or raw Gaussian attributes)
+    applied to ``DATA/scenes/<scene_id>``, through the per-scene feature cache when `cache_root` is set."""
 
-    cache = FeatureCache.for_model(model)
-    return cache.features(scene_dir(data_dir, scene_id))
+    def __init__(self, data_dir, encoder_ref: str | None, cache_root=None, expected_hash: str | None = None,
+                 checkpoint=None, device: str = "cpu"):
+        from .feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
+
+        encoder_ref = encoder_ref or RAW_FEATURES
+        if encoder_ref != RAW_FEATURES and not Path(encoder_ref).exists() and checkpoint is not None:
+            beside = Path(checkpoint) / encoder_ref  # a path stored relative to the Q&A checkpoint
+            encoder_ref = str(beside) if beside.exists() else encoder_ref
+        self.data_dir = Path(data_dir)
+        self.source = SceneFeatureSource(encoder_ref, device=device)
+        if expected_hash is not None and expected_hash != self.source.encoder_hash:
+            warnings.warn(
+                f"encoder {encoder_ref}: hash {self.source.encoder_hash} differs from {expected_hash}, the one the "
+                f"Q&A checkpoint was trained with; answers may be meaningless",
+                stacklevel=2,
+            )
+        self.cache = FeatureCache(cache_root, self.source.encoder_hash) if cache_root is not None else None
+
+    @classmethod
+    def for_model(cls, model, data_dir, cache_root=None, checkpoint=None) -> "SceneFeatureLoader":
+        config = model.config
+        return cls(data_dir, config.encoder_ref, cache_root, config.encoder_hash, checkpoint)
+
+    def _compute(self, scene_id: str):
+        from data import load_scene
+
+        return self.source(load_scene(scene_dir(self.data_dir, scene_id)))
+
+    def __call__(self, scene_id: str):
+        if self.cache is None:
+            return self._compute(scene_id)
+        return self.cache.get_or_compute(scene_id, lambda: self._compute(scene_id))
 
 
-def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, batch_size: int, max_new_tokens: int = 32) -> dict[str, str]:
+def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, batch_size: int, max_new_tokens: int = 32,
+                  features: Callable[[str], tuple] | None = None) -> dict[str, str]:
     """Greedy answers {question_id: text}: per scene, the scene tokens and the prompt prefix are
     computed once (``model.prepare_scene``) and its questions are answered in batches.
 
-    In blind mode no scene is loaded: the LLM answers from the question (and situation) alone.
+    features: scene_id -> (features [N, C], means [N, 3]); default `SceneFeatureLoader.for_model`
+              without a cache. In blind mode no scene is loaded: the LLM answers from the
+              question (and situation) alone.
     """
     from tqdm import tqdm
+
+    if features is None and not blind:
+        features = SceneFeatureLoader.for_model(model, data_dir)
 
     predictions: dict[str, str] = {}
     groups = group_by_scene(examples)
     with tqdm(total=len(examples), desc="blind Q&A" if blind else "scene Q&A", unit="q") as bar:
         for scene_id, scene_examples in groups.items():
             bar.set_postfix_str(scene_id)
-            context = None if blind else model.prepare_scene(*load_scene_features(model, data_dir, scene_id))
+            context = None if blind else model.prepare_scene(*features(scene_id))
             for batch in _batches(scene_examples, batch_size):
                 situations = [ex.situation for ex in batch]
                 answers = model.generate(
@@ -258,12 +295,17 @@ def run_benchmark(
     run_info: dict | None = None,
     predictor: Predictor = predict_split,
     use_java: bool | None = None,
+    features: Callable[[str], tuple] | None = None,
 ) -> dict:
-    """Predict, score and write the three files into `out_dir`; return the metrics.json dict."""
+    """Predict, score and write the three files into `out_dir`; return the metrics.json dict.
+
+    features: scene_id -> (features, means) for `predict_split` (default: the model's encoder, uncached).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    predictions = predictor(model, examples, data_dir, blind, batch_size, max_new_tokens=max_new_tokens)
+    kwargs = {"features": features} if features is not None else {}
+    predictions = predictor(model, examples, data_dir, blind, batch_size, max_new_tokens=max_new_tokens, **kwargs)
     seconds = time.perf_counter() - start
     write_predictions(out_dir / "predictions.jsonl", examples, predictions)
     metrics = {
@@ -323,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit (default: 32)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
     p.add_argument("--compare", default=None, help="a run folder to show as the baseline (default: a blind run beside --out)")
+    p.add_argument("--feature-cache", default=None,
+                   help="folder of cached per-scene encoder features (default: DATA/feature_cache); 'none' disables it")
+    p.add_argument("--device", default="cpu", help="device for the encoder and the model (default: cpu)")
     p.add_argument("--no-java", action="store_true", help="skip Java even if present (python tokeniser, METEOR unavailable)")
     p.add_argument("--seed", type=int, default=0, help="torch seed (generation is greedy; this fixes any sampling in scene loading)")
     return p
@@ -343,10 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.manual_seed(args.seed)
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, device=args.device)
     if hasattr(model, "eval"):
         model.eval()
-    run_info = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "kind": args.kind, "limit": args.limit, "seed": args.seed}
+    features = None
+    if not args.blind:
+        cache_root = None if args.feature_cache == "none" else Path(args.feature_cache or Path(args.data) / "feature_cache")
+        features = SceneFeatureLoader(args.data, model.config.encoder_ref, cache_root, model.config.encoder_hash,
+                                      checkpoint=args.checkpoint, device=args.device)
+    run_info = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "kind": args.kind,
+                "limit": args.limit, "seed": args.seed,
+                "encoder_hash": None if features is None else features.source.encoder_hash}
     with torch.inference_mode():
         metrics = run_benchmark(
             model,
@@ -359,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             compare=args.compare,
             run_info=run_info,
             use_java=False if args.no_java else None,
+            features=features,
         )
     overall = metrics["scores"]["overall"]
     summary = ", ".join(f"{m} {_fmt(overall.get(m))}" for m in ("EM@1", "refined_EM", "CIDEr", "METEOR"))

@@ -24,6 +24,10 @@ BLIND_ANSWER = "two"
 class FakeQAModel:
     """Stands in for ChorusQAModel: prepare_scene + generate, recording how it is called."""
 
+    class config:
+        encoder_ref = "raw"
+        encoder_hash = "raw"
+
     def __init__(self):
         self.prepared: list[str] = []
         self.batch_sizes: list[int] = []
@@ -54,13 +58,22 @@ def data_dir(tmp_path):
     return root
 
 
+class FakeFeatureLoader:
+    """Scene "features" are the scene id; the scene folder must still exist."""
+
+    def __init__(self, data_dir, *args, **kwargs):
+        self.data_dir = data_dir
+        self.source = type("Source", (), {"encoder_hash": "fake"})
+
+    def __call__(self, scene_id):
+        return scene_dir(self.data_dir, scene_id).name, None
+
+
 @pytest.fixture
 def fake_model(monkeypatch):
     model = FakeQAModel()
-    monkeypatch.setattr(benchmark, "load_model", lambda checkpoint: model)
-    # Scene "features" are the scene id; the folder must still exist.
-    monkeypatch.setattr(benchmark, "load_scene_features",
-                        lambda m, data, scene_id: (scene_dir(data, scene_id).name, None))
+    monkeypatch.setattr(benchmark, "load_model", lambda checkpoint, device="cpu": model)
+    monkeypatch.setattr(benchmark, "SceneFeatureLoader", FakeFeatureLoader)
     return model
 
 
