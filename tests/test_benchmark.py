@@ -170,3 +170,59 @@ def test_help_and_argument_checks(capsys):
     assert info.value.code == 0 and "--blind" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="batch-size"):
         benchmark.main(["--checkpoint", "c", "--data", "d", "--out", "o", "--batch-size", "0"])
+
+
+# ----------------------------------------------------------------------------- with the real model
+
+
+def test_cli_with_a_tiny_random_model(tmp_path, monkeypatch):
+    """ChorusQAModel on a tiny random Llama with raw Gaussian features, scenes read from SceneSplat folders."""
+    import torch
+
+    from chorus_qa.model import ChorusQAModel, LoraSettings, QAModelConfig
+    from data import GaussianScene
+    from data.io import save_scene
+
+    config = QAModelConfig(feature_dim=11, llm="tiny-random-llama", num_scene_tokens=8, token_dim=32,
+                           num_neighbors=8, max_points=256, lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+                           encoder_ref="raw", encoder_hash="raw")
+    ChorusQAModel.build(config).save_pretrained(tmp_path / "ckpt")
+    g = torch.Generator().manual_seed(0)
+    entries = []
+    for s in range(2):
+        n = 150
+        quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1)
+        quats = quats * torch.where(quats[:, :1] < 0, -1.0, 1.0)
+        scene = GaussianScene(means=torch.rand(n, 3, generator=g) * 3, quats=quats,
+                              scales=torch.rand(n, 3, generator=g) * 0.05 + 0.01,
+                              opacities=torch.rand(n, generator=g), colors=torch.rand(n, 3, generator=g))
+        save_scene(scene, tmp_path / "data" / "scenes" / f"room_{s}")
+        entries += [{"scene_id": f"room_{s}", "question_id": f"val-{s}-{i}", "question": f"How many chairs {i}?",
+                     "answers": ["two"], "type": "counting"} for i in range(3)]
+    (tmp_path / "data" / "qa").mkdir()
+    (tmp_path / "data" / "qa" / "ScanQA_v1.0_val.json").write_text(json.dumps(entries))
+
+    prepared = []
+    original = ChorusQAModel.prepare_scene
+    monkeypatch.setattr(ChorusQAModel, "prepare_scene",
+                        lambda self, f, m: prepared.append(f.shape) or original(self, f, m))
+    loaded = []  # load the checkpoint once (the first run); later runs reuse it to keep the test short
+    real_load = benchmark.load_model
+    monkeypatch.setattr(benchmark, "load_model",
+                        lambda ckpt, device="cpu": loaded[0] if loaded else loaded.append(real_load(ckpt, device)) or loaded[0])
+    data = tmp_path / "data"
+    base = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--batch-size", "2",
+            "--max-new-tokens", "3", "--no-java"]
+    assert benchmark.main([*base, "--out", str(tmp_path / "runs" / "scene")]) == 0
+    assert prepared == [(150, 11), (150, 11)]  # one prefix per scene
+    assert sorted(p.name for p in (data / "feature_cache" / "raw").iterdir()) == ["room_0.safetensors", "room_1.safetensors"]
+    first = benchmark.read_predictions(tmp_path / "runs" / "scene" / "predictions.jsonl")
+    # again, now from the feature cache: deterministic, identical answers
+    assert benchmark.main([*base, "--out", str(tmp_path / "runs" / "scene_again")]) == 0
+    assert benchmark.read_predictions(tmp_path / "runs" / "scene_again" / "predictions.jsonl") == first
+    assert benchmark.main([*base, "--out", str(tmp_path / "runs" / "scene_blind"), "--blind"]) == 0
+    assert len(prepared) == 4  # the blind run encoded nothing
+    md = (tmp_path / "runs" / "scene" / "metrics.md").read_text()
+    assert "| metric | this run | blind | gain |" in md
+    metrics = json.loads((tmp_path / "runs" / "scene" / "metrics.json").read_text())
+    assert metrics["scores"]["n_scored"] == 6 and metrics["run"]["encoder_hash"] == "raw"
