@@ -219,6 +219,7 @@ def load_sqa3d(questions_path, annotations_path=None) -> list[QAExample]:
     questions:   {"questions": [{question_id, scene_id, situation, alternative_situation, question}]}
     annotations: {"annotations": [{question_id, scene_id, answers: [{answer, answer_id}],
                                    position: {x, y, z}, rotation: {_x, _y, _z, _w}, question_type}]}
+    Optional ``object_ids`` / ``object_names`` on a question (the synthetic set writes them) are kept.
     Without an annotations file (``None``) the answers are empty. The type comes
     from ``type`` (question or annotation) or a string ``question_type``, else
     from the first word of the question.
@@ -270,6 +271,8 @@ def load_sqa3d(questions_path, annotations_path=None) -> list[QAExample]:
                 question_id=qid,
                 question=question,
                 answers=answers,
+                object_ids=_int_list(entry, "object_ids", questions_path, i),
+                object_names=_str_list(entry, "object_names", questions_path, i),
                 type=qtype or infer_sqa3d_type(question),
                 situation=_get(entry, "situation", str, questions_path, i, required=False),
                 position=position,
@@ -352,7 +355,8 @@ def _check_synth_types(paths, want_scanqa, want_sqa3d) -> None:
         q_root = _read_json(paths["sqa3d_questions"])
         typed = set()
         if paths["sqa3d_annotations"].is_file():
-            typed = {str(a.get("question_id")) for a in _read_json(paths["sqa3d_annotations"])["annotations"] if "type" in a}
+            typed = {str(a.get("question_id")) for a in _read_json(paths["sqa3d_annotations"])["annotations"]
+                     if "type" in a or isinstance(a.get("question_type"), str)}
         for i, entry in enumerate(q_root["questions"]):
             if "type" not in entry and str(entry.get("question_id")) not in typed:
                 raise QADataError(paths["sqa3d_questions"], "type", "missing (synthetic questions must carry a type)", i)

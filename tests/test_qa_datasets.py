@@ -204,6 +204,19 @@ def test_synth_split_with_types(tmp_path):
     assert [e.type for e in examples] == ["counting", "counting"]
 
 
+def test_synth_sqa3d_types_from_question_type(tmp_path):
+    questions = json.loads(json.dumps(SQA3D_QUESTIONS))
+    questions["questions"][0].update(object_ids=[4], object_names=["desk"])
+    ann = json.loads(json.dumps(SQA3D_ANNOTATIONS))
+    for a in ann["annotations"]:
+        a["question_type"] = "situated_color"
+    write(tmp_path / "qa" / "SQA3D" / "v1_balanced_questions_val_scannetv2.json", questions)
+    write(tmp_path / "qa" / "SQA3D" / "v1_balanced_sqa_annotations_val_scannetv2.json", ann)
+    first, second = load_qa_split(tmp_path, "val", "synth")
+    assert first.type == second.type == "situated_color"
+    assert first.object_ids == [4] and first.object_names == ["desk"] and second.object_ids == []
+
+
 def test_scene_dir(tmp_path):
     (tmp_path / "scenes" / "room_000").mkdir(parents=True)
     (tmp_path / "scenes" / "room_001.ply").write_bytes(b"ply\n")
