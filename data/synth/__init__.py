@@ -2,7 +2,7 @@
 
 - ``generate_room(seed, density=1.0, ...) -> (GaussianScene, scene_dict)``
 - ``generate_dataset(out_dir, n_scenes, seed=0, density=1.0, ...)`` writes SceneSplat folders,
-  scene.json files, ScanQA / SQA3D question files and splits (see ``dataset.py``).
+  scene.json files, ScanQA / SQA3D question files and splits (layout in ``dataset.py``).
 - ``CLASS_NAMES``: the one global class list (semantic id = index).
 """
 

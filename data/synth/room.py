@@ -243,9 +243,9 @@ def _door_and_windows(room: _Room):
         for _try in range(20):
             wj = int(rng.integers(len(walls)))
             wl = walls[wj]
-            ww = rng.uniform(0.8, min(1.6, wl["length"] - 0.6))
-            if ww < 0.6:
+            if wl["length"] < 1.5:
                 continue
+            ww = rng.uniform(0.8, min(1.6, wl["length"] - 0.6))
             wh, sill = rng.uniform(1.0, 1.4), rng.uniform(0.8, 1.0)
             if sill + wh > lay["height"] - 0.2:
                 wh = lay["height"] - 0.2 - sill
