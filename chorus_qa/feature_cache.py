@@ -1,0 +1,146 @@
+"""Per-scene cache of frozen-encoder features, so Q&A training never re-runs the encoder.
+
+One file per scene: ``<root>/<encoder_hash>/<scene_id>.safetensors`` holding
+``features`` [N, C] float16 and ``means`` [N, 3] float32, with the scene id and
+encoder hash in the metadata. ``encoder_hash`` identifies the encoder checkpoint
+(a hash of its files), so a new checkpoint never reads stale features. Writes are
+atomic (temporary file + rename).
+
+Feature sources: ``"raw"`` uses the Gaussian attributes themselves (the 11
+encoder input channels: colour, opacity, quaternion, log-scale), which needs no
+encoder (tests and smoke runs); otherwise a Chorus encoder checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+RAW_FEATURES = "raw"
+RAW_FEATURE_DIM = 11
+
+
+def encoder_checkpoint_hash(checkpoint: str | os.PathLike) -> str:
+    """16 hex digits of SHA-256 over the relative names and bytes of every file of a checkpoint (or "raw")."""
+    if str(checkpoint) == RAW_FEATURES:
+        return RAW_FEATURES
+    root = Path(checkpoint)
+    if not root.exists():
+        raise FileNotFoundError(f"encoder checkpoint {root}: not found")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def raw_gaussian_features(scene) -> Tensor:
+    """The encoder's 11 input channels per Gaussian: colour 3, opacity 1, quaternion 4, log-scale 3 -> [N, 11]."""
+    log_scale = scene.scales.clamp_min(1e-8).log()
+    return torch.cat([scene.colors, scene.opacities[:, None], scene.quats, log_scale], 1).float()
+
+
+class SceneFeatureSource:
+    """Computes (features [N, C], means [N, 3]) for a scene: raw attributes or a frozen Chorus encoder."""
+
+    def __init__(self, encoder: str = RAW_FEATURES, device: str = "cpu"):
+        self.encoder_ref = str(encoder)
+        self.device = device
+        self.encoder_hash = encoder_checkpoint_hash(encoder)
+        self._predictor = None
+        if self.encoder_ref == RAW_FEATURES:
+            self.out_dim = RAW_FEATURE_DIM
+        else:
+            from encoder import ChorusEncoder, EncoderPredictor
+
+            enc = ChorusEncoder.from_pretrained(self.encoder_ref)
+            enc = enc.to(device).eval()
+            for p in enc.parameters():
+                p.requires_grad_(False)
+            self.out_dim = int(enc.out_dim)
+            self._predictor = EncoderPredictor(enc)
+
+    @property
+    def predictor(self):
+        """The EncoderPredictor (None for raw features)."""
+        return self._predictor
+
+    def __call__(self, scene) -> tuple[Tensor, Tensor]:
+        if self._predictor is None:
+            return raw_gaussian_features(scene), scene.means.float()
+        with torch.inference_mode():
+            feats = self._predictor.encode(scene.to(self.device) if self.device != "cpu" else scene)
+        return feats.float().cpu(), scene.means.float().cpu()
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class FeatureCache:
+    """Read/write per-scene features under ``root/encoder_hash``."""
+
+    def __init__(self, root: str | os.PathLike, encoder_hash: str):
+        if not _SAFE_ID.match(encoder_hash):
+            raise ValueError(f"FeatureCache: encoder_hash {encoder_hash!r} must be letters, digits, '_', '-' or '.'")
+        self.root = Path(root)
+        self.encoder_hash = encoder_hash
+        self.folder = self.root / encoder_hash
+
+    def path(self, scene_id: str) -> Path:
+        if not _SAFE_ID.match(scene_id) or scene_id in (".", ".."):
+            raise ValueError(f"FeatureCache: scene id {scene_id!r} is not a safe file name")
+        return self.folder / f"{scene_id}.safetensors"
+
+    def load(self, scene_id: str) -> tuple[Tensor, Tensor] | None:
+        """(features [N, C] float16, means [N, 3] float32), or None when not cached."""
+        from safetensors import safe_open
+
+        path = self.path(scene_id)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("scene_id") != scene_id or meta.get("encoder_hash") != self.encoder_hash:
+                raise ValueError(f"{path}: metadata {meta} does not match scene {scene_id!r} / encoder {self.encoder_hash!r}")
+            features, means = f.get_tensor("features"), f.get_tensor("means")
+        if features.ndim != 2 or means.shape != (features.shape[0], 3):
+            raise ValueError(f"{path}: features {tuple(features.shape)} and means {tuple(means.shape)} disagree; expected (N, C) and (N, 3)")
+        return features, means
+
+    def save(self, scene_id: str, features: Tensor, means: Tensor) -> Path:
+        from safetensors.torch import save_file
+
+        if features.ndim != 2 or means.shape != (features.shape[0], 3):
+            raise ValueError(f"FeatureCache.save({scene_id!r}): features {tuple(features.shape)} and means {tuple(means.shape)}; expected (N, C) and (N, 3)")
+        path = self.path(scene_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({"features": features.detach().to(torch.float16).contiguous().cpu(),
+                       "means": means.detach().float().contiguous().cpu()}, tmp,
+                      metadata={"scene_id": scene_id, "encoder_hash": self.encoder_hash})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def get_or_compute(self, scene_id: str, compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """Cached (features float16, means) of ``scene_id``, calling ``compute()`` and storing it on a miss."""
+        cached = self.load(scene_id)
+        if cached is not None:
+            return cached
+        features, means = compute()
+        self.save(scene_id, features, means)
+        return self.load(scene_id)

@@ -1,0 +1,528 @@
+"""ChorusQAModel: scene tokens -> projector -> (LoRA) LLM, composed rather than subclassed.
+
+Prompt layout (chat template of the LLM, ChatML for SmolLM2)::
+
+    <|im_start|>system\n{system prompt}\n<scene> x K<|im_end|>\n        <- shared prefix, cached per scene
+    <|im_start|>user\n{situation} {question}<|im_end|>\n<|im_start|>assistant\n   <- per question
+    {answer}<|im_end|>                                                    <- the only labelled tokens
+
+The scene tokens and the system prompt come first so that the KV cache of that
+prefix is computed once per scene and reused for every question about it
+(:meth:`ChorusQAModel.prepare_scenes`). The projected scene tokens replace the K
+``<scene>`` placeholders in ``inputs_embeds`` with ``masked_scatter`` after a
+count check. ``blind=True`` drops the placeholders (the no-scene baseline).
+
+Prefix, question and answer are tokenized separately, in training and at
+inference alike, so the token boundaries are identical in both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .projector import mlp2x_gelu
+from .scene_tokens import SceneTokenizer, SceneTokenizerConfig
+
+SCENE_TOKEN = "<scene>"
+IGNORE_INDEX = -100
+DEFAULT_SYSTEM_PROMPT = "You see a 3D scene given as scene tokens. Answer the question about it in a few words."
+LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = True                # False: stage 2 trains the projector only
+    r: int = 16                         # LoRA rank
+    alpha: int = 32                     # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.05               # dropout on the LoRA input
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
+
+    def __post_init__(self):
+        if self.r <= 0 or self.alpha <= 0:
+            raise ValueError(f"LoraSettings: r={self.r}, alpha={self.alpha}: both must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoraSettings.dropout = {self.dropout}: expected in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("LoraSettings.target_modules is empty: name at least one module (e.g. 'q_proj')")
+
+
+@dataclass
+class QAModelConfig:
+    feature_dim: int                     # per-Gaussian feature width (the encoder's out_dim)
+    llm: str = "smollm2-135m"            # load_llm spec: alias, Hub id, folder, .gguf or .whl
+    llm_dtype: str = "float32"           # "auto", "float32" or "bfloat16" for the frozen LLM weights
+    num_scene_tokens: int = 128          # K
+    token_dim: int = 256                 # scene-token width before the projector
+    num_neighbors: int = 32              # Gaussians pooled per scene token
+    max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    encoder_ref: str | None = None       # frozen encoder checkpoint folder, or "raw" (Gaussian attributes as features)
+    encoder_hash: str | None = None      # hash of that checkpoint (keys the feature cache)
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if self.feature_dim <= 0:
+            raise ValueError(f"QAModelConfig.feature_dim = {self.feature_dim}: expected the encoder's out_dim (> 0)")
+        if self.llm_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"QAModelConfig.llm_dtype = {self.llm_dtype!r}: expected auto, float32, bfloat16 or float16")
+        self.scene_tokenizer_config()  # validates the token settings
+
+    def scene_tokenizer_config(self) -> SceneTokenizerConfig:
+        return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
+                                    num_neighbors=self.num_neighbors, max_points=max(self.max_points, self.num_scene_tokens))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QAModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"QAModelConfig: unknown fields {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class QABatch:
+    """A training batch: B questions, each with its own scene (scenes may repeat).
+
+    features: [N, C] concatenated per-Gaussian features; means: [N, 3]; offset: [B] cumulative counts.
+    """
+
+    features: Tensor
+    means: Tensor
+    offset: Tensor
+    questions: list[str]
+    answers: list[str]
+    situations: list[str | None] | None = None
+
+
+@dataclass
+class SceneContext:
+    """KV cache of the shared prompt prefix (system prompt + scene tokens) of U scenes: batch U, length P."""
+
+    cache: object          # transformers Cache, batch U
+    length: int            # P
+    num_scenes: int        # U
+    blind: bool
+
+
+def merge_scene_tokens(inputs_embeds: Tensor, input_ids: Tensor, scene_embeds: Tensor, scene_token_id: int) -> Tensor:
+    """Put ``scene_embeds`` [B, K, H] into the ``<scene>`` positions of ``inputs_embeds`` [B, T, H] (row-major order).
+
+    Raises ValueError when the number of placeholders differs from B*K.
+    """
+    mask = input_ids == scene_token_id
+    n_slots, n_tokens = int(mask.sum()), scene_embeds.shape[0] * scene_embeds.shape[1]
+    if n_slots != n_tokens:
+        raise ValueError(
+            f"the prompt has {n_slots} {SCENE_TOKEN} placeholders but {n_tokens} scene tokens were given "
+            f"({scene_embeds.shape[0]} scenes x {scene_embeds.shape[1]} tokens); they must match"
+        )
+    mask = mask.unsqueeze(-1).expand_as(inputs_embeds)
+    return inputs_embeds.masked_scatter(mask, scene_embeds.to(inputs_embeds.dtype))
+
+
+def add_scene_token(language_model, tokenizer) -> int:
+    """Register ``<scene>`` as a special token and grow the embeddings if needed; return its id.
+
+    The new embedding row is zeroed so it is deterministic (its input value is
+    always overwritten, and generation never emits it).
+    """
+    if SCENE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([SCENE_TOKEN], special_tokens=True)
+    token_id = tokenizer.convert_tokens_to_ids(SCENE_TOKEN)
+    emb = language_model.get_input_embeddings()
+    if token_id >= emb.weight.shape[0]:
+        old = emb.weight.shape[0]
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            language_model.get_input_embeddings().weight[old:] = 0
+            out = language_model.get_output_embeddings()
+            if out is not None and out.weight.shape[0] > old:
+                out.weight[old:] = 0
+    return token_id
+
+
+def apply_lora(language_model, lora: LoraSettings):
+    """Wrap the LLM with peft LoRA adapters (base weights frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(language_model, cfg)
+
+
+class ChorusQAModel(nn.Module):
+    """Scene tokenizer + projector + language model (+ LoRA); the encoder is referenced, not owned."""
+
+    def __init__(self, config: QAModelConfig, language_model, tokenizer):
+        super().__init__()
+        self.config = config
+        self.language_model = language_model
+        self.tokenizer = tokenizer
+        if SCENE_TOKEN not in tokenizer.get_vocab():
+            raise ValueError(f"the tokenizer has no {SCENE_TOKEN} token: call add_scene_token(language_model, tokenizer) first")
+        self.scene_token_id = tokenizer.convert_tokens_to_ids(SCENE_TOKEN)
+        hidden = self.causal_lm.config.hidden_size
+        self.scene_tokenizer = SceneTokenizer(config.scene_tokenizer_config())
+        self.projector = mlp2x_gelu(config.token_dim, hidden)
+        device = self.causal_lm.get_input_embeddings().weight.device
+        self.scene_tokenizer.to(device)
+        self.projector.to(device)
+        stops = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        self.stop_token_ids = sorted(t for t in stops if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id)
+        vocab = tokenizer.get_vocab()
+        self.end_of_turn_id = vocab["<|im_end|>"] if "<|im_end|>" in vocab else tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0]
+        self._prefix_cache: dict[bool, list[int]] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, config: QAModelConfig, device: str = "cpu", cache_dir=None) -> "ChorusQAModel":
+        """Load the LLM named by ``config.llm``, add ``<scene>``, wrap with LoRA when enabled."""
+        from adapters.llm import load_llm
+
+        lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, cache_dir=cache_dir, device=device)
+        add_scene_token(lm, tokenizer)
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        if config.lora.enabled:
+            lm = apply_lora(lm, config.lora)
+        return cls(config, lm, tokenizer)
+
+    @property
+    def causal_lm(self):
+        """The underlying CausalLM (LoRA layers, if any, are injected into it in place)."""
+        lm = self.language_model
+        return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector[0].weight.device
+
+    @property
+    def encoder_ref(self) -> str | None:
+        return self.config.encoder_ref
+
+    def set_trainable(self, stage: int) -> None:
+        """Stage 1: scene tokenizer + projector. Stage 2: also the LoRA adapters. Base LLM weights never train."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage = {stage}: expected 1 or 2")
+        for name, p in self.language_model.named_parameters():
+            p.requires_grad_(stage == 2 and "lora_" in name)
+        for p in list(self.scene_tokenizer.parameters()) + list(self.projector.parameters()):
+            p.requires_grad_(True)
+
+    # ------------------------------------------------------------------ prompts
+    def _render(self, messages, add_generation_prompt=False) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _system_message(self, blind: bool) -> dict:
+        text = self.config.system_prompt
+        if not blind:
+            text = text + "\n" + SCENE_TOKEN * self.config.num_scene_tokens
+        return {"role": "system", "content": text}
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prefix_ids(self, blind: bool = False) -> list[int]:
+        """Token ids of the shared prefix (system prompt + K placeholders unless blind)."""
+        if blind not in self._prefix_cache:
+            ids = self._encode(self._render([self._system_message(blind)]))
+            expected = 0 if blind else self.config.num_scene_tokens
+            found = ids.count(self.scene_token_id)
+            if found != expected:
+                raise ValueError(f"the rendered prefix has {found} {SCENE_TOKEN} tokens, expected {expected}: "
+                                 f"the tokenizer splits or merges the placeholder")
+            self._prefix_cache[blind] = ids
+        return self._prefix_cache[blind]
+
+    def question_ids(self, question: str, situation: str | None = None) -> list[int]:
+        """Token ids of the user turn + assistant header that follow the prefix."""
+        user = question if not situation else f"{situation.strip()} {question}"
+        system = self._system_message(blind=True)
+        head = self._render([system])
+        full = self._render([system, {"role": "user", "content": user}], add_generation_prompt=True)
+        if not full.startswith(head):
+            raise ValueError("the chat template does not render the system turn as a prefix of the conversation; "
+                             "ChorusQAModel needs a template where it does (ChatML does)")
+        return self._encode(full[len(head):])
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of the answer followed by the end-of-turn token."""
+        return self._encode(answer.strip()) + [self.end_of_turn_id]
+
+    def build_token_ids(self, questions: Sequence[str], answers: Sequence[str], situations=None, blind: bool = False) -> tuple[Tensor, Tensor]:
+        """Right-padded (input_ids [B, T], labels [B, T]); labels are IGNORE_INDEX except on the answer tokens."""
+        situations = situations or [None] * len(questions)
+        prefix = self.prefix_ids(blind)
+        rows, label_rows = [], []
+        for q, a, s in zip(questions, answers, situations, strict=True):
+            context = prefix + self.question_ids(q, s)
+            target = self.answer_ids(a)
+            rows.append(context + target)
+            label_rows.append([IGNORE_INDEX] * len(context) + target)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (r, l) in enumerate(zip(rows, label_rows)):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            labels[i, : len(l)] = torch.tensor(l)
+        return input_ids, labels
+
+    # ------------------------------------------------------------------ embeddings
+    def scene_embeddings(self, features: Tensor, means: Tensor, offset: Tensor | None = None) -> Tensor:
+        """Projected scene tokens [B, K, H] (B = 1 without offset)."""
+        tokens, _ = self.scene_tokenizer(features.to(self.device), means.to(self.device),
+                                         None if offset is None else offset)
+        if tokens.ndim == 2:
+            tokens = tokens.unsqueeze(0)
+        return self.projector(tokens)
+
+    def embed(self, input_ids: Tensor, scene_embeds: Tensor | None) -> Tensor:
+        """Token embeddings [B, T, H] with scene tokens placed (pass None for a blind prompt)."""
+        embeds = self.causal_lm.get_input_embeddings()(input_ids.to(self.device))
+        if scene_embeds is None:
+            if bool((input_ids == self.scene_token_id).any()):
+                raise ValueError(f"the prompt has {SCENE_TOKEN} placeholders but no scene tokens were given")
+            return embeds
+        return merge_scene_tokens(embeds, input_ids.to(self.device), scene_embeds, self.scene_token_id)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: QABatch, blind: bool = False) -> Tensor:
+        """Mean cross-entropy over the answer tokens of the batch."""
+        input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind)
+        scene = None if blind else self.scene_embeddings(batch.features, batch.means, batch.offset)
+        return self.loss_from_ids(input_ids, labels, scene)
+
+    def loss_from_ids(self, input_ids: Tensor, labels: Tensor, scene_embeds: Tensor | None) -> Tensor:
+        embeds = self.embed(input_ids, scene_embeds)
+        # Right padding + causal attention: padding never influences real tokens, so no mask is needed.
+        hidden = self.causal_lm.get_decoder()(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        labels = labels.to(hidden.device)
+        target = labels[:, 1:]
+        keep = target != IGNORE_INDEX
+        # lm_head only on the answer positions: the full-vocabulary projection dominates CPU cost otherwise.
+        logits = self.causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+        return nn.functional.cross_entropy(logits.float(), target[keep])
+
+    # ------------------------------------------------------------------ inference
+    @contextlib.contextmanager
+    def _inference(self):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.train(was_training)
+
+    def prepare_scenes(self, scene_embeds: Tensor | None) -> SceneContext:
+        """Run the shared prefix for U scenes (scene_embeds [U, K, H]) or, when None, the blind prefix."""
+        blind = scene_embeds is None
+        ids = torch.tensor([self.prefix_ids(blind)], device=self.device)
+        num = 1 if blind else scene_embeds.shape[0]
+        ids = ids.expand(num, -1)
+        embeds = self.embed(ids, scene_embeds)
+        out = self.causal_lm.get_decoder()(inputs_embeds=embeds, use_cache=True)
+        return SceneContext(cache=out.past_key_values, length=ids.shape[1], num_scenes=num, blind=blind)
+
+    def prepare_scene(self, features: Tensor, means: Tensor) -> SceneContext:
+        """Scene tokens + prefix KV cache of one scene, ready for many questions."""
+        with self._inference():
+            return self.prepare_scenes(self.scene_embeddings(features, means))
+
+    def _logits_last(self, hidden: Tensor) -> Tensor:
+        logits = self.causal_lm.get_output_embeddings()(hidden[:, -1]).float()
+        logits[:, self.scene_token_id] = float("-inf")
+        return logits
+
+    def decode_steps(self, context: SceneContext, rows: Tensor, questions: Sequence[str], situations=None,
+                     max_new_tokens: int = 16) -> Iterator[Tensor]:
+        """Greedy decoding after a prepared prefix; yields the next token ids [B] at each step.
+
+        rows [B]: which context scene each question uses. The context itself is not modified.
+        Question turns are left-padded *after* the prefix; explicit position ids skip the padding.
+        """
+        situations = situations or [None] * len(questions)
+        suffixes = [self.question_ids(q, s) for q, s in zip(questions, situations, strict=True)]
+        b, width, p = len(suffixes), max(len(s) for s in suffixes), context.length
+        cache = copy.deepcopy(context.cache)
+        cache.batch_select_indices(rows.to(self.device))
+        ids = torch.full((b, width), self.pad_token_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros((b, p + width), dtype=torch.long, device=self.device)
+        mask[:, :p] = 1
+        positions = torch.full((b, width), p, dtype=torch.long, device=self.device)
+        for i, s in enumerate(suffixes):
+            ids[i, width - len(s):] = torch.tensor(s, device=self.device)
+            mask[i, p + width - len(s):] = 1
+            positions[i, width - len(s):] = torch.arange(p, p + len(s), device=self.device)
+        decoder = self.causal_lm.get_decoder()
+        embed = self.causal_lm.get_input_embeddings()
+        out = decoder(inputs_embeds=embed(ids), attention_mask=mask, position_ids=positions,
+                      past_key_values=cache, use_cache=True)
+        next_pos = positions[:, -1:] + 1
+        stops = torch.tensor(self.stop_token_ids, device=self.device)
+        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        for step in range(max_new_tokens):
+            token = self._logits_last(out.last_hidden_state).argmax(-1)
+            token = torch.where(done, torch.full_like(token, self.pad_token_id), token)
+            yield token
+            done |= torch.isin(token, stops)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                return
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=self.device)], 1)
+            out = decoder(inputs_embeds=embed(token[:, None]), attention_mask=mask, position_ids=next_pos,
+                          past_key_values=out.past_key_values, use_cache=True)
+            next_pos = next_pos + 1
+
+    def _decode_text(self, tokens: list[int]) -> str:
+        stops = set(self.stop_token_ids)
+        cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
+        return self.tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+
+    def generate(self, scenes, questions: Sequence[str], situations=None, max_new_tokens: int = 16,
+                 blind: bool = False) -> list[str]:
+        """Batched greedy answers (deterministic).
+
+        scenes: a SceneContext (from ``prepare_scene``; one scene for all questions, or one per question);
+                scene tokens [B, K, D_tok] or [1, K, D_tok] (before the projector);
+                a list of (features [N, C], means [N, 3]) pairs, one per question (the same objects
+                may repeat: each distinct scene is tokenized and prefixed once);
+                None when ``blind``.
+        """
+        questions = list(questions)
+        if not questions:
+            return []
+        with self._inference():
+            context, rows = self._context_for(scenes, len(questions), blind)
+            steps = list(self.decode_steps(context, rows, questions, situations, max_new_tokens))
+        tokens = torch.stack(steps, 1).tolist()
+        return [self._decode_text(t) for t in tokens]
+
+    def _context_for(self, scenes, num_questions: int, blind: bool) -> tuple[SceneContext, Tensor]:
+        if blind:
+            return self.prepare_scenes(None), torch.zeros(num_questions, dtype=torch.long)
+        if isinstance(scenes, SceneContext):
+            context = scenes
+        elif isinstance(scenes, Tensor):
+            context = self.prepare_scenes(self.projector(scenes.to(self.device)))
+        elif isinstance(scenes, (list, tuple)):
+            if len(scenes) != num_questions:
+                raise ValueError(f"generate: {len(scenes)} scenes for {num_questions} questions; give one per question")
+            unique: dict[int, int] = {}
+            rows = [unique.setdefault(id(pair[0]), len(unique)) for pair in scenes]
+            firsts = {row: pair for pair, row in zip(scenes, rows)}
+            embeds = torch.cat([self.scene_embeddings(*firsts[r]) for r in range(len(unique))], 0)
+            return self.prepare_scenes(embeds), torch.tensor(rows, dtype=torch.long)
+        else:
+            raise TypeError(f"generate: scenes of type {type(scenes).__name__}; expected SceneContext, Tensor or list of (features, means)")
+        if context.num_scenes == 1:
+            return context, torch.zeros(num_questions, dtype=torch.long)
+        if context.num_scenes != num_questions:
+            raise ValueError(f"generate: {context.num_scenes} scenes for {num_questions} questions; give 1 or one per question")
+        return context, torch.arange(num_questions)
+
+    def stream(self, context: SceneContext, question: str, situation: str | None = None,
+               max_new_tokens: int = 64) -> Iterator[str]:
+        """Answer one question after a prepared prefix, yielding text pieces as tokens arrive."""
+        with self._inference():
+            tokens: list[int] = []
+            shown = ""
+            stops = set(self.stop_token_ids)
+            for token in self.decode_steps(context, torch.zeros(1, dtype=torch.long), [question],
+                                           [situation], max_new_tokens):
+                t = int(token[0])
+                if t in stops:
+                    break
+                tokens.append(t)
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
+                    continue
+                if len(text) > len(shown):
+                    yield text[len(shown):]
+                    shown = text
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if len(text) > len(shown):  # flush bytes held back at the end
+                yield text[len(shown):]
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Scene tokenizer + projector weights (the LoRA adapter is saved by peft)."""
+        state = {f"scene_tokenizer.{k}": v for k, v in self.scene_tokenizer.state_dict().items()}
+        state.update({f"projector.{k}": v for k, v in self.projector.state_dict().items()})
+        return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, projector.safetensors and adapter/ (peft) atomically into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", suffix=".tmp", dir=directory.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+            save_file(self.trainable_state_dict(), str(tmp / "projector.safetensors"))
+            if hasattr(self.language_model, "peft_config"):
+                self.language_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
+            old = directory.with_name(directory.name + ".old")
+            if directory.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu", trainable: bool = False,
+                        cache_dir=None) -> "ChorusQAModel":
+        """Rebuild from a ``save_pretrained`` folder (no pickles anywhere)."""
+        from safetensors.torch import load_file
+
+        from adapters.llm import load_llm
+
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: missing; expected a ChorusQAModel.save_pretrained folder")
+        config = QAModelConfig.from_dict(json.loads(config_path.read_text()))
+        lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, cache_dir=cache_dir, device=device)
+        add_scene_token(lm, tokenizer)
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        adapter = directory / "adapter"
+        if (adapter / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            lm = PeftModel.from_pretrained(lm, str(adapter), is_trainable=trainable)
+        elif config.lora.enabled:
+            raise FileNotFoundError(f"{adapter}: config.lora.enabled is true but the folder has no adapter_config.json")
+        model = cls(config, lm, tokenizer)
+        state = load_file(str(directory / "projector.safetensors"))
+        current = model.trainable_state_dict()
+        if set(state) != set(current):
+            raise ValueError(f"{directory / 'projector.safetensors'}: keys differ from the model: "
+                             f"missing {sorted(set(current) - set(state))[:5]}, unexpected {sorted(set(state) - set(current))[:5]}")
+        model.scene_tokenizer.load_state_dict({k[len("scene_tokenizer."):]: v for k, v in state.items() if k.startswith("scene_tokenizer.")})
+        model.projector.load_state_dict({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")})
+        return model.eval()

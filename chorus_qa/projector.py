@@ -1,0 +1,12 @@
+"""The projector from scene tokens into the LLM's embedding space (LLaVA's ``mlp2x_gelu``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def mlp2x_gelu(in_dim: int, hidden_size: int) -> nn.Sequential:
+    """Linear(in_dim -> hidden) -> GELU -> Linear(hidden -> hidden): [..., in_dim] -> [..., hidden_size]."""
+    if in_dim <= 0 or hidden_size <= 0:
+        raise ValueError(f"mlp2x_gelu({in_dim}, {hidden_size}): both widths must be positive")
+    return nn.Sequential(nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))

@@ -1,0 +1,173 @@
+"""Scene tokens: K tokens pooled from per-Gaussian encoder features around farthest-point-sampled centres.
+
+For one scene with N Gaussians (features [N, C], means [N, 3]):
+
+1. positions are normalised per scene: centred on the bounding-box centre and
+   divided by half the largest extent, so they lie in [-1, 1];
+2. at most ``max_points`` Gaussians are kept (a random subset while training, a
+   seeded one at inference, so inference is deterministic);
+3. K centres are chosen by farthest-point sampling, starting from the point
+   nearest the centroid (inference) or a random point (training);
+4. each centre pools its ``num_neighbors`` nearest kept Gaussians: every
+   neighbour's feature and offset to the centre pass through a shared layer,
+   then mean and max pooling are concatenated and mixed;
+5. a learned 3D Fourier encoding of the centre position is added.
+
+Output: tokens [K, D_tok] and centres [K, 3] (metres) per scene.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class SceneTokenizerConfig:
+    in_dim: int                  # C, the encoder's per-Gaussian feature width
+    num_tokens: int = 128        # K
+    token_dim: int = 256         # D_tok
+    num_neighbors: int = 32      # Gaussians pooled per centre (kNN)
+    max_points: int = 16384      # Gaussians kept per scene before FPS / kNN (speed on big scenes)
+    num_frequencies: int = 16    # learned Fourier frequencies of the centre position encoding
+    fourier_sigma: float = 2.0   # std of the initial frequencies (cycles per normalised unit)
+    seed: int = 0                # subsampling seed at inference
+
+    def __post_init__(self):
+        for name in ("in_dim", "num_tokens", "token_dim", "num_neighbors", "max_points", "num_frequencies"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SceneTokenizerConfig.{name} = {value!r}: expected a positive integer")
+        if self.max_points < self.num_tokens:
+            raise ValueError(f"SceneTokenizerConfig.max_points = {self.max_points}: expected >= num_tokens ({self.num_tokens})")
+        if self.fourier_sigma <= 0:
+            raise ValueError(f"SceneTokenizerConfig.fourier_sigma = {self.fourier_sigma}: expected > 0")
+
+
+# ----------------------------------------------------------------------------- pure geometry
+def normalize_positions(means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Map ``means`` [N, 3] into [-1, 1]^3; return (positions [N, 3], centre [3], half_extent scalar)."""
+    lo, hi = means.min(0).values, means.max(0).values
+    centre = (lo + hi) / 2
+    half = ((hi - lo).max() / 2).clamp_min(1e-6)
+    return (means - centre) / half, centre, half
+
+
+def farthest_point_sample(points: Tensor, k: int, start: int) -> Tensor:
+    """Indices [k] of farthest-point sampling on ``points`` [M, 3], beginning at index ``start``.
+
+    Each new index maximises the distance to the already chosen set (ties: lowest
+    index). With k >= M every point is taken once and the rest repeat cyclically.
+    """
+    m = points.shape[0]
+    if k >= m:
+        return torch.arange(k, device=points.device) % m
+    chosen = torch.empty(k, dtype=torch.long, device=points.device)
+    nearest = torch.full((m,), float("inf"), dtype=points.dtype, device=points.device)
+    current = int(start)
+    for i in range(k):
+        chosen[i] = current
+        nearest = torch.minimum(nearest, (points - points[current]).square().sum(1))
+        current = int(torch.argmax(nearest))
+    return chosen
+
+
+def knn_indices(queries: Tensor, points: Tensor, k: int) -> Tensor:
+    """Indices [Q, min(k, M)] of the nearest ``points`` [M, 3] to each query [Q, 3], nearest first."""
+    k = min(k, points.shape[0])
+    dist = torch.cdist(queries, points)
+    return dist.topk(k, dim=1, largest=False).indices
+
+
+def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool) -> tuple[Tensor, Tensor]:
+    """Choose the kept subset and the FPS centres of one scene.
+
+    positions: [N, 3] normalised. Returns (kept [M] indices into N, centres [K] indices into kept).
+    """
+    n = positions.shape[0]
+    if n > cfg.max_points:
+        if training:
+            kept = torch.randperm(n, device=positions.device)[: cfg.max_points]
+        else:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            kept = torch.randperm(n, generator=gen)[: cfg.max_points].to(positions.device)
+        kept = kept.sort().values
+    else:
+        kept = torch.arange(n, device=positions.device)
+    sub = positions[kept]
+    if training:
+        start = int(torch.randint(sub.shape[0], (1,)))
+    else:
+        start = int((sub - sub.mean(0)).square().sum(1).argmin())
+    return kept, farthest_point_sample(sub, cfg.num_tokens, start)
+
+
+# ----------------------------------------------------------------------------- module
+class FourierPositionEncoding(nn.Module):
+    """Learned random-Fourier features of a 3D position in [-1, 1]^3, mixed to ``dim``."""
+
+    def __init__(self, num_frequencies: int, dim: int, sigma: float):
+        super().__init__()
+        self.frequencies = nn.Parameter(torch.randn(3, num_frequencies) * sigma)
+        self.mix = nn.Sequential(nn.Linear(2 * num_frequencies + 3, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, positions: Tensor) -> Tensor:  # [..., 3] -> [..., dim]
+        phase = 2 * math.pi * positions @ self.frequencies
+        return self.mix(torch.cat([phase.sin(), phase.cos(), positions], -1))
+
+
+class SceneTokenizer(nn.Module):
+    """Per-Gaussian features -> K scene tokens with positions (see the module docstring)."""
+
+    def __init__(self, config: SceneTokenizerConfig):
+        super().__init__()
+        self.config = config
+        d = config.token_dim
+        self.feature_norm = nn.LayerNorm(config.in_dim)
+        self.feature_in = nn.Linear(config.in_dim, d)
+        self.offset_in = nn.Linear(3, d)
+        self.pool_mix = nn.Sequential(nn.GELU(), nn.Linear(2 * d, d))
+        self.position_encoding = FourierPositionEncoding(config.num_frequencies, d, config.fourier_sigma)
+        self.out_norm = nn.LayerNorm(d)
+        # neighbour offsets are O(1 / K^(1/3)) in normalised units; rescale them to O(1)
+        self.offset_scale = float(config.num_tokens) ** (1.0 / 3.0)
+
+    def tokenize_one(self, features: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
+        """features: [N, C], means: [N, 3] -> tokens [K, D_tok], centres [K, 3] (metres)."""
+        cfg = self.config
+        if features.ndim != 2 or features.shape[1] != cfg.in_dim:
+            raise ValueError(f"SceneTokenizer: features have shape {tuple(features.shape)}, expected (N, {cfg.in_dim})")
+        if means.shape != (features.shape[0], 3):
+            raise ValueError(f"SceneTokenizer: means have shape {tuple(means.shape)}, expected ({features.shape[0]}, 3)")
+        if features.shape[0] == 0:
+            raise ValueError("SceneTokenizer: the scene has no Gaussians")
+        means = means.float()
+        with torch.no_grad():
+            positions, _, _ = normalize_positions(means)
+            kept, centre_idx = select_centres(positions, cfg, self.training)
+            kept_pos = positions[kept]
+            centre_pos = kept_pos[centre_idx]                                  # [K, 3]
+            neighbours = kept[knn_indices(centre_pos, kept_pos, cfg.num_neighbors)]  # [K, k] into N
+        dtype = self.feature_in.weight.dtype
+        feats = features[neighbours].to(dtype)                                 # [K, k, C]
+        offsets = (positions[neighbours] - centre_pos[:, None]) * self.offset_scale
+        hidden = self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype))
+        hidden = nn.functional.gelu(hidden)
+        pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
+        tokens = self.out_norm(pooled + self.position_encoding(centre_pos.to(dtype)))
+        return tokens, means[kept[centre_idx]]
+
+    def forward(self, features: Tensor, means: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """features [N, C], means [N, 3], offset [B] cumulative counts or None.
+
+        Without ``offset``: one scene -> (tokens [K, D_tok], centres [K, 3]).
+        With ``offset``: B concatenated scenes -> (tokens [B, K, D_tok], centres [B, K, 3]).
+        """
+        if offset is None:
+            return self.tokenize_one(features, means)
+        starts = [0] + [int(o) for o in offset[:-1]]
+        outs = [self.tokenize_one(features[s:int(e)], means[s:int(e)]) for s, e in zip(starts, offset)]
+        return torch.stack([t for t, _ in outs]), torch.stack([c for _, c in outs])
