@@ -54,8 +54,8 @@ def extract_zip(archive: Path, dest: Path, *, max_bytes: int | None = None) -> N
             if rel is None:
                 continue
             target = dest.joinpath(*rel.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
                     while chunk := src.read(_CHUNK):
                         total += len(chunk)

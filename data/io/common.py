@@ -198,6 +198,39 @@ def build_scene(
     return GaussianScene(**tensors, class_names=class_names, features=feats, name=name)
 
 
+def read_npy(fh, available: int, path, field: str) -> np.ndarray:
+    """Read one ``.npy`` array from the open binary stream ``fh`` holding ``available`` bytes.
+
+    Unlike ``np.load`` this checks the header against the bytes really present
+    before allocating, so a corrupt shape cannot ask for terabytes, and it
+    refuses object, structured and sub-array dtypes.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
+        raise SceneFormatError(path, field, f"is not a readable .npy array ({type(e).__name__}: {e})") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
+        raise SceneFormatError(path, field, f"has dtype {dtype}, expected a plain numeric array")
+    count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    need = count * dtype.itemsize
+    have = available - fh.tell() if available >= 0 else need
+    if need > have:
+        raise SceneFormatError(path, field, f"is truncated: its header declares shape {shape} ({need} bytes), {max(have, 0)} bytes are present")
+    buf = bytearray(need)
+    got = fh.readinto(buf) if need else 0
+    if got != need:
+        raise SceneFormatError(path, field, f"is truncated: read {got} of {need} bytes")
+    arr = np.frombuffer(buf, dtype=dtype, count=count)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
 def numpy_fields(scene: GaussianScene) -> dict[str, np.ndarray | None]:
     """Per-Gaussian fields of ``scene`` as CPU NumPy arrays (None where absent)."""
     out = {}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..scene import GaussianScene, SceneFormatError
-from .common import SceneRepairWarning, build_scene
+from .common import SceneRepairWarning, build_scene, read_npy
 
 POINT_OPACITY = 0.9
 POINT_SCALE_MIN = 1e-4  # metres
@@ -127,20 +127,25 @@ def read_npz(path: Path, *, name: str, estimate_normals: bool) -> GaussianScene:
     """Load a point cloud stored as ``.npz`` (see the module docstring for keys)."""
     import zipfile
 
+    found = {}
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
+            for field, keys in _NPZ_KEYS.items():
+                key = next((k for k in keys if k in members), None)
+                if key is None:
+                    continue
+                try:
+                    with zf.open(members[key]) as fh:
+                        found[field] = read_npy(fh, members[key].file_size, path, key)
+                except SceneFormatError:
+                    raise
+                except Exception as e:  # corrupt member: CRC, zlib, truncated stream, ...
+                    raise SceneFormatError(path, key, f"cannot be read ({type(e).__name__}: {e})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        if isinstance(e, SceneFormatError):
+            raise
         raise SceneFormatError(path, "npz", f"not a readable .npz archive ({type(e).__name__}: {e})") from None
-    with archive:
-        found = {}
-        for field, keys in _NPZ_KEYS.items():
-            key = next((k for k in keys if k in archive.files), None)
-            if key is None:
-                continue
-            try:
-                found[field] = archive[key]
-            except Exception as e:  # corrupt member: zlib/zip/format errors of every kind
-                raise SceneFormatError(path, key, f"cannot be read ({type(e).__name__}: {e})") from None
     if "means" not in found:
         raise SceneFormatError(path, "xyz", f"no point coordinates: expected one of the keys {_NPZ_KEYS['means']}")
     colors = found.get("colors")

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..scene import GaussianScene, SceneFormatError
-from .common import build_scene, numpy_fields, temp_sibling
+from .common import build_scene, numpy_fields, read_npy, temp_sibling
 from .pointcloud import colors_to_unit, scene_from_points
 
 _FIELD_FILES = ("coord", "color", "opacity", "scale", "quat", "normal", "segment", "instance", "sh_rest")
@@ -48,13 +48,8 @@ def is_scenesplat_dir(path: Path) -> bool:
 
 def _load(folder: Path, stem: str) -> np.ndarray:
     file = folder / f"{stem}.npy"
-    try:
-        arr = np.load(file, allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError/OSError/EOFError/... for corrupt files
-        raise SceneFormatError(file, stem, f"is not a readable .npy array ({type(e).__name__}: {e})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        raise SceneFormatError(file, stem, f"has dtype {getattr(arr, 'dtype', type(arr))}, expected a numeric array")
-    return arr
+    with open(file, "rb") as fh:
+        return read_npy(fh, file.stat().st_size, file, stem)
 
 
 def _features(folder: Path, names: set[str], n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
