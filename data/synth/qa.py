@@ -137,6 +137,8 @@ def _attribute_questions(scene, rng):
         out.append(_q(scene, f"is there {_a(cls)} {cls} in the room?", "yes", by_class[cls], "existence"))
     for cls in rng.permutation(absent)[:2]:
         out.append(_q(scene, f"is there {_a(cls)} {cls} in the room?", "no", [], "existence"))
+    for cls in rng.permutation(absent)[:1]:
+        out.append(_q(scene, f"how many {PLURALS[cls]} are in the room?", 0, [], "counting"))
     for cls in rng.permutation(present)[:2]:
         cols = sorted({m["color"] for m in by_class[cls]})
         allowed = [c for c in CLASS_BY_NAME[cls].colors if c not in cols]
@@ -322,23 +324,29 @@ def _situated_questions(scene, rng):
             if rivals or d0 > MAX_SECTOR_DIST - NEAR_MARGIN or o0["id"] == anchor:
                 continue
             out.append(_q(scene, phrase, o0["class"], [o0], "situated_what", **extra))
-        for o, a, d in info:
+        order = rng.permutation(len(info))
+        n_side = n_turn = 0
+        for k in order:
+            o, a, d = info[k]
             r = refer(o, objs)
             if not r or d < 0.3:
                 continue
             lateral = d * math.sin(math.radians(a))
-            if abs(lateral) >= 0.5 and rng.random() < 0.5:
+            if abs(lateral) >= 0.5 and n_side < 1 and rng.random() < 0.5:
                 out.append(_q(scene, f"is the {r} on my left or my right?", "left" if lateral > 0 else "right", [o],
                               "situated_side", **extra))
-            if rng.random() < 0.5:
-                turn = "left" if 30 < a < 150 else "right" if -150 < a < -30 else "around" if abs(a) > 150 else None
-                edges = (30.0, 150.0)
-                if turn and min(abs(abs(a) - e) for e in edges) >= ANGLE_MARGIN:
-                    out.append(_q(scene, f"which way should i turn to face the {r}?", turn, [o], "situated_turn", **extra))
+                n_side += 1
+                continue
+            turn = "left" if 30 < a < 150 else "right" if -150 < a < -30 else "around" if abs(a) > 150 else None
+            if turn and n_turn < 2 and min(abs(abs(a) - e) for e in (30.0, 150.0)) >= ANGLE_MARGIN:
+                out.append(_q(scene, f"which way should i turn to face the {r}?", turn, [o], "situated_turn", **extra))
+                n_turn += 1
         by_class = defaultdict(list)
         for o in objs:
             by_class[o["class"]].append(o)
-        for cls in rng.permutation(sorted(by_class))[:3]:
+        multi = sorted(c for c, m in by_class.items() if len(m) >= 2)
+        single = sorted(c for c, m in by_class.items() if len(m) == 1)
+        for cls in list(rng.permutation(multi)[:2]) + list(rng.permutation(single)[:1]):
             members = by_class[cls]
             lats = [float((xy(o) - pos) @ np.array([-facing[1], facing[0]])) for o in members]
             if min(abs(v) for v in lats) < 0.3:
@@ -358,7 +366,7 @@ def generate_questions(scene: dict, seed: int = 0) -> list[dict]:
 # ---------------------------------------------------------------- balancing and the blind baseline
 
 
-def balance(questions: list[dict], seed: int = 0, max_share: float = 0.25) -> list[dict]:
+def balance(questions: list[dict], seed: int = 0, max_share: float = 0.3) -> list[dict]:
     """Subsample each question type so its most common answer is at most ``max_share`` of it
     (or an even split when the type has fewer than 1/max_share distinct answers). Keeps input order."""
     rng = np.random.default_rng(seed)
