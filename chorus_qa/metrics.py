@@ -166,6 +166,35 @@ def _tokenize(texts: dict[str, list[str]], use_java: bool) -> dict[str, list[str
 # ----------------------------------------------------------------------------- captioning scores
 
 
+class CachedMeteor:
+    """pycocoevalcap's METEOR 1.5 (one Java process) with per-question statistics computed once.
+
+    Scoring several subsets of a split (overall, then per type) would otherwise re-align every
+    question for each subset. The corpus score of a subset comes from the same EVAL request
+    pycocoevalcap's ``Meteor.compute_score`` sends, fed with the cached statistics lines.
+    """
+
+    def __init__(self):
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        self._meteor = Meteor()
+        self._stats: dict[str, str] = {}
+
+    def compute_score(self, gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float, list[float]]:
+        """Same arguments and result as ``Meteor.compute_score``: (corpus score, per-key scores) in [0, 1]."""
+        process = self._meteor.meteor_p
+        with self._meteor.lock:
+            for key in gts:
+                if key not in self._stats:
+                    self._stats[key] = self._meteor._stat(res[key][0], gts[key])
+            line = "EVAL ||| " + " ||| ".join(self._stats[key] for key in gts)
+            process.stdin.write(f"{line}\n".encode())
+            process.stdin.flush()
+            per_key = [float(process.stdout.readline().strip()) for _ in gts]
+            return float(process.stdout.readline().strip()), per_key
+
+
+
 def caption_scores(
     refs: dict[str, list[str]], hyps: dict[str, str], meteor=None, cider_per_key: dict[str, float] | None = None
 ) -> dict[str, float | None]:
@@ -239,9 +268,7 @@ def score_predictions(
     meteor_state: dict = {"scorer": None, "status": METEOR_UNAVAILABLE}
     if use_java and scored:
         try:
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            meteor_state.update(scorer=Meteor(), status="pycocoevalcap METEOR 1.5")
+            meteor_state.update(scorer=CachedMeteor(), status="pycocoevalcap METEOR 1.5")
         except Exception as e:  # noqa: BLE001 - any launch failure is reported, not hidden
             meteor_state["status"] = f"unavailable: {type(e).__name__}: {e}"
 

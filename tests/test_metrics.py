@@ -199,3 +199,17 @@ def test_score_predictions_with_java_has_meteor():
     fallback = score_predictions(PREDS, GTS, TYPES, use_java=False)["overall"]
     for metric in ("EM@1", "refined_EM", "BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L"):
         assert o[metric] == pytest.approx(fallback[metric], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.skipif(not java_available(), reason="needs a java runtime for METEOR")
+def test_cached_meteor_equals_pycocoevalcap_meteor():
+    from chorus_qa.metrics import CachedMeteor
+
+    gts = {"a": ["brown chair", "a chair"], "b": ["two"], "c": ["on the left of the bed"]}
+    res = {"a": ["brown chair"], "b": ["three"], "c": ["left of bed"]}
+    cached = CachedMeteor()
+    plain = cached._meteor  # pycocoevalcap's own Meteor.compute_score on the same Java process (one JVM start)
+    assert cached.compute_score(gts, res) == plain.compute_score(gts, res)
+    subset = ["c", "a"]  # a second request reuses the cached statistics
+    sub_g, sub_r = {k: gts[k] for k in subset}, {k: res[k] for k in subset}
+    assert cached.compute_score(sub_g, sub_r) == plain.compute_score(sub_g, sub_r)
