@@ -64,11 +64,10 @@ class SceneFeatureSource:
             from encoder import ChorusEncoder, EncoderPredictor
 
             enc = ChorusEncoder.from_pretrained(self.encoder_ref)
-            enc = enc.to(device).eval()
             for p in enc.parameters():
                 p.requires_grad_(False)
-            self.out_dim = int(enc.out_dim)
-            self._predictor = EncoderPredictor(enc)
+            self._predictor = EncoderPredictor(enc, device=device)
+            self.out_dim = int(self._predictor.out_dim)
 
     @property
     def predictor(self):
@@ -78,9 +77,8 @@ class SceneFeatureSource:
     def __call__(self, scene) -> tuple[Tensor, Tensor]:
         if self._predictor is None:
             return raw_gaussian_features(scene), scene.means.float()
-        with torch.inference_mode():
-            feats = self._predictor.encode(scene.to(self.device) if self.device != "cpu" else scene)
-        return feats.float().cpu(), scene.means.float().cpu()
+        feats = self._predictor.encode(scene, half=True)
+        return feats, scene.means.float().cpu()
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")

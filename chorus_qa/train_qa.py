@@ -1,0 +1,456 @@
+"""Train the scene Q&A model: stage 1 projector (+ scene tokenizer), stage 2 adds LoRA. The encoder stays frozen.
+
+Both work::
+
+    python chorus_qa/train_qa.py --config configs/qa_synth.yaml
+    accelerate launch chorus_qa/train_qa.py --config configs/qa_synth.yaml
+
+Data layout under ``data_dir``: ``scenes/<scene_id>/`` (SceneSplat folders),
+``qa/ScanQA_v1.0_{split}.json`` (+ SQA3D files), ``splits/*.txt``.
+Per-scene encoder features are computed once into a feature cache.
+
+Outputs in ``out_dir``: ``last/`` and ``best/`` (ChorusQAModel checkpoints; ``last``
+also holds the optimizer and trainer state for resuming), ``history.json``,
+``curves.png`` (train loss, val EM@1). Checkpoints are written atomically; a rerun
+with the same ``out_dir`` resumes after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
+from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig
+
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_GROUPS = "optimizer.json"
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 1          # epochs of this stage (0 skips it)
+    lr: float = 1e-3         # peak learning rate (linear warm-up, cosine decay within the stage)
+    warmup_ratio: float = 0.05
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.lr <= 0 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"StageConfig: epochs={self.epochs} (>= 0), lr={self.lr} (> 0), warmup_ratio={self.warmup_ratio} ([0, 1)) out of range")
+
+
+@dataclass
+class TrainQAConfig:
+    data_dir: str                                   # DATA: scenes/, qa/, splits/
+    out_dir: str                                    # checkpoints, history, curves
+    encoder: str = RAW_FEATURES                     # frozen Chorus encoder checkpoint folder, or "raw" (Gaussian attributes)
+    feature_cache: str | None = None                # default: <data_dir>/feature_cache
+    cache_points: int = 32768                       # Gaussians kept per scene in the feature cache (seeded subsample)
+    memory_scenes: int = 64                         # scenes kept in RAM (LRU)
+    qa_kind: str = "synth"                          # load_qa_split kind: synth, scanqa, sqa3d, auto
+    train_split: str = "train"
+    val_split: str = "val"
+    max_train_examples: int | None = None
+    max_val_examples: int | None = 300              # EM@1 on at most this many val questions per epoch
+    model: dict = field(default_factory=dict)       # QAModelConfig fields (llm, num_scene_tokens, lora, ...)
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=1, lr=1e-3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=2e-4))
+    batch_size: int = 8
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False                              # bf16 LLM weights (CPU and CUDA); trainables stay fp32
+    quantization: str | None = None                 # reserved for QLoRA on CUDA ("4bit"/"8bit")
+    eval_batch_size: int = 16
+    max_new_tokens: int = 8
+    seed: int = 0
+    resume: bool = True
+    threads: int | None = None                      # torch CPU threads (None: torch default)
+
+    def __post_init__(self):
+        for name in ("stage1", "stage2"):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, StageConfig(**getattr(self, name)))
+        if self.stage1.epochs + self.stage2.epochs == 0:
+            raise ValueError("TrainQAConfig: stage1.epochs + stage2.epochs is 0; nothing to train")
+        for name in ("batch_size", "grad_accum", "eval_batch_size", "max_new_tokens", "cache_points", "memory_scenes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
+        if self.qa_kind not in ("synth", "scanqa", "sqa3d", "auto"):
+            raise ValueError(f"TrainQAConfig.qa_kind = {self.qa_kind!r}: expected synth, scanqa, sqa3d or auto")
+        bad = {"feature_dim", "encoder_ref", "encoder_hash", "llm_dtype"} & set(self.model)
+        if bad:
+            raise ValueError(f"TrainQAConfig.model sets {sorted(bad)}; these come from the encoder and 'bf16'")
+        QAModelConfig.from_dict({"feature_dim": 1, **self.model})  # validates the model section
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainQAConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"TrainQAConfig: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainQAConfig:
+    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    import yaml
+
+    d = {}
+    if path is not None:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(d).__name__}")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected KEY=VALUE (e.g. stage1.epochs=2)")
+        key, value = item.split("=", 1)
+        node = d
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return TrainQAConfig.from_dict(d)
+
+
+# ----------------------------------------------------------------------------- data
+class SceneStore:
+    """Per-scene (features float16 [M, C], means [M, 3]) from the feature cache, with an in-RAM LRU."""
+
+    def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource):
+        root = cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
+        self.cache = FeatureCache(root, f"{source.encoder_hash}_n{cfg.cache_points}")
+        self.source, self.cfg = source, cfg
+        self.memory: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def _compute(self, scene_id: str):
+        from data import load_scene
+
+        from chorus_qa.datasets import scene_dir
+
+        scene = load_scene(scene_dir(self.cfg.data_dir, scene_id))
+        features, means = self.source(scene)
+        if len(means) > self.cfg.cache_points:
+            keep = torch.randperm(len(means), generator=torch.Generator().manual_seed(self.cfg.seed))[: self.cfg.cache_points]
+            features, means = features[keep.sort().values], means[keep.sort().values]
+        return features, means
+
+    def precompute(self, scene_ids, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        missing = [s for s in sorted(set(scene_ids)) if not self.cache.path(s).is_file()]
+        for sid in tqdm(missing, desc="encode scenes", unit="scene", disable=not progress or not missing):
+            self.cache.save(sid, *self._compute(sid))
+
+    def get(self, scene_id: str):
+        if scene_id in self.memory:
+            self.memory.move_to_end(scene_id)
+            return self.memory[scene_id]
+        pair = self.cache.get_or_compute(scene_id, lambda: self._compute(scene_id))
+        self.memory[scene_id] = pair
+        while len(self.memory) > self.cfg.memory_scenes:
+            self.memory.popitem(last=False)
+        return pair
+
+
+def make_batch(examples, store: SceneStore, rng: random.Random) -> QABatch:
+    """QABatch for a list of QAExample (one reference answer drawn per question)."""
+    pairs = [store.get(ex.scene_id) for ex in examples]
+    counts = torch.tensor([len(m) for _, m in pairs])
+    return QABatch(
+        features=torch.cat([f for f, _ in pairs]).float(), means=torch.cat([m for _, m in pairs]),
+        offset=torch.cumsum(counts, 0), questions=[ex.question for ex in examples],
+        answers=[rng.choice(ex.answers) for ex in examples], situations=[ex.situation for ex in examples],
+    )
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_em(model: ChorusQAModel, examples, store: SceneStore, cfg: TrainQAConfig, blind: bool = False,
+                progress: bool = True) -> dict:
+    """EM@1 overall and per question type; scenes are prefixed once and their questions batched."""
+    from tqdm import tqdm
+
+    from chorus_qa.metrics import exact_match
+
+    by_scene = defaultdict(list)
+    for ex in examples:
+        by_scene[ex.scene_id].append(ex)
+    hits, per_type = [], defaultdict(list)
+    bar = tqdm(total=len(examples), desc="eval" + (" blind" if blind else ""), unit="q", disable=not progress, leave=False)
+    for sid, group in by_scene.items():
+        context = None if blind else model.prepare_scene(*store.get(sid))
+        for i in range(0, len(group), cfg.eval_batch_size):
+            chunk = group[i:i + cfg.eval_batch_size]
+            preds = model.generate(context, [e.question for e in chunk], [e.situation for e in chunk],
+                                   max_new_tokens=cfg.max_new_tokens, blind=blind)
+            for ex, pred in zip(chunk, preds):
+                hit = float(exact_match(pred, ex.answers))
+                hits.append(hit)
+                per_type[ex.type].append(hit)
+            bar.update(len(chunk))
+    bar.close()
+    return {"em": sum(hits) / max(len(hits), 1), "n": len(hits),
+            "per_type": {k: sum(v) / len(v) for k, v in sorted(per_type.items())}}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder ``src`` to ``dst``, replacing it (the old copy is removed after the swap)."""
+    old = dst.with_name(dst.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_training_state(out_dir: Path, model: ChorusQAModel, optimizer, state: dict) -> Path:
+    """Atomically write ``out_dir/last``: model checkpoint + optimizer (safetensors + JSON) + trainer state."""
+    from safetensors.torch import save_file
+
+    tmp = Path(tempfile.mkdtemp(prefix="last.", suffix=".tmp", dir=out_dir))
+    try:
+        model.save_pretrained(tmp / "ckpt")
+        for item in (tmp / "ckpt").iterdir():
+            os.replace(item, tmp / item.name)
+        (tmp / "ckpt").rmdir()
+        opt_state = optimizer.state_dict()
+        tensors = {f"{idx}.{k}": v.detach().contiguous().cpu() for idx, s in opt_state["state"].items()
+                   for k, v in s.items() if isinstance(v, torch.Tensor)}
+        save_file(tensors, str(tmp / OPTIMIZER_TENSORS))
+        (tmp / OPTIMIZER_GROUPS).write_text(json.dumps(opt_state["param_groups"]))
+        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
+        _replace_dir(tmp, out_dir / "last")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "last"
+
+
+def restore_training_state(last: Path, model: ChorusQAModel, optimizer) -> None:
+    """Load the trainable weights and, when its parameter groups match, the optimizer state from ``last``."""
+    from safetensors.torch import load_file
+
+    heads = load_file(str(last / "projector.safetensors"))
+    model.scene_tokenizer.load_state_dict({k[16:]: v for k, v in heads.items() if k.startswith("scene_tokenizer.")})
+    model.projector.load_state_dict({k[10:]: v for k, v in heads.items() if k.startswith("projector.")})
+    adapter = last / "adapter" / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model.language_model, load_file(str(adapter)))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"{adapter}: unexpected adapter keys {result.unexpected_keys[:5]}")
+    groups = json.loads((last / OPTIMIZER_GROUPS).read_text())
+    current = optimizer.state_dict()
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
+        return  # saved in another stage: the new stage starts a fresh optimizer
+    tensors = load_file(str(last / OPTIMIZER_TENSORS))
+    state: dict = defaultdict(dict)
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state[int(idx)][name] = value
+    optimizer.load_state_dict({"state": dict(state), "param_groups": groups})
+
+
+def plot_curves(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps, losses = history["step"], history["loss"]
+    a.plot(steps, losses, lw=0.6, alpha=0.4, color="C0")
+    if len(losses) >= 10:
+        w = max(len(losses) // 30, 5)
+        smooth = [sum(losses[max(0, i - w):i + 1]) / len(losses[max(0, i - w):i + 1]) for i in range(len(losses))]
+        a.plot(steps, smooth, color="C0")
+    a.set(xlabel="optimizer step", ylabel="answer-token loss", title="train loss")
+    epochs = [e["epoch"] for e in history["eval"]]
+    b.plot(epochs, [e["em"] for e in history["eval"]], "o-", label="val EM@1")
+    if any("blind_em" in e for e in history["eval"]):
+        b.plot(epochs, [e.get("blind_em", float("nan")) for e in history["eval"]], "x--", label="blind")
+    b.set(xlabel="epoch", ylabel="EM@1", ylim=(0, 1), title="validation")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- training
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.1 over ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
+    """Run (or resume) the two-stage recipe; return the history dict."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from chorus_qa.datasets import load_qa_split
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not cuda,
+                              mixed_precision="bf16" if (cfg.bf16 and cuda) else "no")
+    device = str(accelerator.device)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    main_process = accelerator.is_main_process
+    progress = progress and main_process
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    train_ex = [e for e in load_qa_split(cfg.data_dir, cfg.train_split, cfg.qa_kind) if e.answers]
+    val_ex = [e for e in load_qa_split(cfg.data_dir, cfg.val_split, cfg.qa_kind) if e.answers]
+    if cfg.max_train_examples:
+        train_ex = random.Random(cfg.seed).sample(train_ex, min(cfg.max_train_examples, len(train_ex)))
+    if cfg.max_val_examples:
+        val_ex = random.Random(cfg.seed + 1).sample(val_ex, min(cfg.max_val_examples, len(val_ex)))
+    if not train_ex:
+        raise ValueError(f"{cfg.data_dir}: split {cfg.train_split!r} has no answered questions")
+
+    source = SceneFeatureSource(cfg.encoder, device=device)
+    store = SceneStore(cfg, source)
+    if main_process:
+        store.precompute([e.scene_id for e in train_ex + val_ex], progress)
+    accelerator.wait_for_everyone()
+
+    model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim, "encoder_ref": cfg.encoder,
+                                         "encoder_hash": source.encoder_hash,
+                                         "llm_dtype": "bfloat16" if cfg.bf16 else "float32"})
+    model = ChorusQAModel.build(model_cfg, device=device)
+    trainer_state = {"epoch": 0, "global_step": 0, "best_em": -1.0,
+                     "history": {"step": [], "loss": [], "eval": []}, "config": cfg.to_dict()}
+    last = out_dir / "last"
+    resuming = cfg.resume and (last / TRAINER_STATE).is_file()
+    if resuming:
+        trainer_state = json.loads((last / TRAINER_STATE).read_text())
+    history = trainer_state["history"]
+    total_epochs = cfg.stage1.epochs + cfg.stage2.epochs
+    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
+    t_start = time.time()
+    optimizer, current_stage, wrapped = None, None, None
+
+    for epoch in range(trainer_state["epoch"], total_epochs):
+        stage = 1 if epoch < cfg.stage1.epochs else 2
+        stage_cfg = cfg.stage1 if stage == 1 else cfg.stage2
+        if stage != current_stage:
+            model.set_trainable(stage)
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=stage_cfg.lr, weight_decay=cfg.weight_decay)
+            if resuming:
+                restore_training_state(last, model, optimizer)
+                resuming = False
+            wrapped, optimizer = accelerator.prepare(model, optimizer)
+            current_stage = stage
+        stage_first_epoch = 0 if stage == 1 else cfg.stage1.epochs
+        stage_total = steps_per_epoch * stage_cfg.epochs
+        warmup = max(1, int(stage_cfg.warmup_ratio * stage_total))
+
+        model.train()
+        order = list(range(len(train_ex)))
+        random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+        order = order[accelerator.process_index::accelerator.num_processes]
+        answer_rng = random.Random(cfg.seed * 7919 + epoch)
+        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{total_epochs} (stage {stage})", unit="batch", disable=not progress)
+        running, stage_step = [], (epoch - stage_first_epoch) * steps_per_epoch
+        for batch_idx in bar:
+            batch = make_batch([train_ex[i] for i in batch_idx], store, answer_rng)
+            with accelerator.accumulate(wrapped):
+                loss = wrapped(batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                    for group in optimizer.param_groups:
+                        group["lr"] = stage_cfg.lr * lr_factor(stage_step, stage_total, warmup)
+                optimizer.step()
+                optimizer.zero_grad()
+            running.append(float(loss.detach()))
+            if accelerator.sync_gradients:
+                stage_step += 1
+                trainer_state["global_step"] += 1
+                history["step"].append(trainer_state["global_step"])
+                history["loss"].append(sum(running) / len(running))
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+                running = []
+
+        accelerator.wait_for_everyone()
+        if main_process:
+            model.eval()
+            metrics = evaluate_em(model, val_ex, store, cfg, progress=progress) if val_ex else {"em": float("nan"), "n": 0, "per_type": {}}
+            entry = {"epoch": epoch + 1, "stage": stage, "em": metrics["em"], "n": metrics["n"],
+                     "per_type": metrics["per_type"], "elapsed_s": round(time.time() - t_start, 1)}
+            history["eval"].append(entry)
+            trainer_state["epoch"] = epoch + 1
+            is_best = bool(metrics["n"]) and metrics["em"] > trainer_state["best_em"]
+            if is_best:
+                trainer_state["best_em"] = metrics["em"]
+            save_training_state(out_dir, model, getattr(optimizer, "optimizer", optimizer), trainer_state)
+            if is_best:
+                tmp = Path(tempfile.mkdtemp(prefix="best.", suffix=".tmp", dir=out_dir))
+                model.save_pretrained(tmp / "ckpt")
+                _replace_dir(tmp / "ckpt", out_dir / "best")
+                shutil.rmtree(tmp, ignore_errors=True)
+            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            plot_curves(history, out_dir / "curves.png")
+            print(json.dumps({k: entry[k] for k in ("epoch", "stage", "em", "n", "elapsed_s")}), flush=True)
+        accelerator.wait_for_everyone()
+    if main_process and not (out_dir / "best").exists() and (out_dir / "last").exists():
+        model.save_pretrained(out_dir / "best")
+    return history
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chorus train-qa", description="Train the Chorus scene Q&A model (projector, then "
+                                "projector + LoRA) on ScanQA-format questions over SceneSplat scene folders.")
+    p.add_argument("--config", help="YAML file of TrainQAConfig fields (e.g. configs/qa_synth.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, dotted for nested ones (repeatable), e.g. --set stage1.epochs=2")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    history = train(cfg, progress=not args.no_progress)
+    final = history["eval"][-1] if history["eval"] else {}
+    print(json.dumps({"out_dir": cfg.out_dir, "final_val_em": final.get("em"), "steps": len(history["step"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""train_qa: config handling, optimizer-state round trip, end-to-end run + resume on a tiny synthetic world."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from chorus_qa.train_qa import TrainQAConfig, load_config, lr_factor, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from data.synth.dataset import generate_dataset
+
+    out = tmp_path_factory.mktemp("world")
+    generate_dataset(out, 5, seed=0, density=0.05, progress=False)
+    return out
+
+
+def tiny_config_dict(data_dir, out_dir):
+    return {
+        "data_dir": str(data_dir), "out_dir": str(out_dir), "encoder": "raw",
+        "model": {"llm": "tiny-random-llama", "num_scene_tokens": 8, "token_dim": 32, "num_neighbors": 8,
+                  "max_points": 512, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        "stage1": {"epochs": 1, "lr": 3e-3}, "stage2": {"epochs": 1, "lr": 3e-3},
+        "batch_size": 8, "max_train_examples": 32, "max_val_examples": 8, "threads": 1,
+    }
+
+
+def test_config_overrides_and_validation(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict("D", "O")))
+    cfg = load_config(str(path), ["stage2.epochs=3", "model.lora.r=2", "bf16=true"])
+    assert cfg.stage2.epochs == 3 and cfg.model["lora"]["r"] == 2 and cfg.bf16 is True
+    assert cfg.stage1.lr == 3e-3
+    assert TrainQAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # JSON round trip
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_config(str(path), ["epochz=1"])
+    with pytest.raises(ValueError, match="feature_dim"):
+        load_config(str(path), ["model.feature_dim=4"])
+    with pytest.raises(ValueError, match="nothing to train"):
+        load_config(str(path), ["stage1.epochs=0", "stage2.epochs=0"])
+
+
+def test_lr_schedule_shape():
+    total, warmup = 100, 10
+    f = [lr_factor(s, total, warmup) for s in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay after warm-up
+    assert f[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_qa_synth_config_parses():
+    cfg = load_config(str(ROOT / "configs" / "qa_synth.yaml"))
+    assert cfg.model.get("llm", "smollm2-135m") == "smollm2-135m"
+    assert cfg.stage1.epochs >= 1 and cfg.stage2.epochs >= 1
+
+
+def test_end_to_end_train_and_resume(tiny_world, tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tiny_world, tmp_path / "run")))
+    assert main(["--config", str(cfg_path), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    for name in ("history.json", "curves.png", "best/config.json", "best/projector.safetensors",
+                 "best/adapter/adapter_config.json", "last/optimizer.safetensors", "last/trainer_state.json"):
+        assert (run / name).is_file(), name
+    history = json.loads((run / "history.json").read_text())
+    steps_first = len(history["step"])
+    assert [e["epoch"] for e in history["eval"]] == [1, 2] and steps_first == 2 * 4
+    assert all(0.0 <= e["em"] <= 1.0 for e in history["eval"])
+
+    # resume: one more stage-2 epoch continues the history instead of restarting
+    assert main(["--config", str(cfg_path), "--no-progress", "--set", "stage2.epochs=2"]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert [e["epoch"] for e in history["eval"]] == [1, 2, 3]
+    assert history["step"] == list(range(1, steps_first + 5))
+
+    # the checkpoint reloads and answers
+    from chorus_qa.model import ChorusQAModel
+
+    model = ChorusQAModel.from_pretrained(run / "last")
+    feats, means = torch.randn(100, 11), torch.rand(100, 3)
+    out = model.generate([(feats, means)], ["how many chairs are in the room?"], max_new_tokens=3)
+    assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_optimizer_state_round_trip(tmp_path):
+    from chorus_qa.model import ChorusQAModel, LoraSettings, QAModelConfig
+    from chorus_qa.train_qa import restore_training_state, save_training_state
+
+    cfg = QAModelConfig(feature_dim=11, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, num_neighbors=4,
+                        max_points=64, lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    model = ChorusQAModel.build(cfg)
+    model.set_trainable(2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    save_training_state(tmp_path, model, opt, {"epoch": 1})
+    other = ChorusQAModel.build(cfg)
+    other.set_trainable(2)
+    opt2 = torch.optim.AdamW([p for p in other.parameters() if p.requires_grad], lr=1e-2)
+    restore_training_state(tmp_path / "last", other, opt2)
+    for a, b in zip(model.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    for idx in s1["state"]:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(s1["state"][idx][key], s2["state"][idx][key])
+
+
+@pytest.mark.slow
+def test_runs_as_a_script(tiny_world, tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tiny_world, tmp_path / "run")))
+    result = subprocess.run([sys.executable, str(ROOT / "chorus_qa" / "train_qa.py"), "--config", str(cfg_path),
+                             "--no-progress", "--set", "stage2.epochs=0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 4
