@@ -61,7 +61,7 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
 
 
 def surface_splats(points: np.ndarray, normals: np.ndarray, tangents: np.ndarray, spacing: float,
-                   rng: np.random.Generator, faint_share: float = 0.15, base_opacity: float = 1.0):
+                   rng: np.random.Generator, faint_share: float = 0.1, base_opacity: float = 1.0):
     """Flat Gaussians on surface samples.
 
     points, normals, tangents: (N,3) world; spacing: mean distance between samples (m).
@@ -77,8 +77,8 @@ def surface_splats(points: np.ndarray, normals: np.ndarray, tangents: np.ndarray
     t1 = np.cos(ang) * t + np.sin(ang) * b
     t2 = np.cross(nrm, t1)
     quats = frame_to_quat(t1, t2, nrm)
-    s1 = spacing * rng.uniform(0.45, 0.95, n)
-    s2 = s1 * rng.uniform(0.3, 1.0, n)
+    s1 = spacing * rng.uniform(0.8, 1.4, n)
+    s2 = s1 * rng.uniform(0.5, 1.0, n)
     s3 = spacing * rng.uniform(0.02, 0.08, n)
     scales = np.stack([s1, s2, s3], 1)
     means = points + nrm * rng.normal(0.0, spacing * 0.04, (n, 1))
