@@ -43,6 +43,8 @@ MARKDOWN_METRICS = {
     "ROUGE-L": "ROUGE-L",
     "METEOR": "METEOR",
 }
+# metrics whose per-type / per-dataset cells also show the baseline and the gain
+BASELINE_METRICS = ("EM@1", "refined_EM", "CIDEr")
 Predictor = Callable[..., dict]
 
 
@@ -194,7 +196,8 @@ def _fmt(value) -> str:
 def _gain(value, base) -> str:
     if value is None or base is None:
         return "n/a"
-    return f"{value - base:+.2f}"
+    diff = round(value - base, 2)
+    return f"{diff + 0.0:+.2f}"  # + 0.0 turns -0.0 into 0.0
 
 
 def render_markdown(metrics: dict, baseline: dict | None = None, baseline_label: str = "blind") -> str:
@@ -232,7 +235,7 @@ def render_markdown(metrics: dict, baseline: dict | None = None, baseline_label:
             for m in MARKDOWN_METRICS:
                 cell = _fmt(block.get(m))
                 base = (base_blocks or {}).get(name)
-                if base is not None and base.get(m) is not None and block.get(m) is not None:
+                if m in BASELINE_METRICS and base is not None and base.get(m) is not None and block.get(m) is not None:
                     cell += f" ({baseline_label} {_fmt(base[m])}, {_gain(block[m], base[m])})"
                 cells.append(cell)
             out.append(f"| {name} | {block.get('n', 0)} | " + " | ".join(cells) + " |")
