@@ -39,6 +39,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -55,11 +56,11 @@ from data.scene import GaussianScene
 class LiftConfig:
     """How views are sampled and features accumulated."""
 
-    n_positions: int = 4  # camera positions (farthest-point sampled); each looks in n_directions
+    n_positions: int = 3  # camera positions (farthest-point sampled); each looks in n_directions
     n_directions: int = 8
     max_views: int | None = None  # keep at most this many cameras (None: all sampled)
-    width: int = 320  # render size in pixels
-    height: int = 240
+    width: int = 256  # render size in pixels (CPU cost grows with pixels; the paper renders 480x640)
+    height: int = 192
     fov_deg: float = 70.0
     feature_downscale: int = 2  # accumulate at (width, height) / this
     min_weight: float = 1e-2  # Gaussians with sum of valid compositing weights below this get no feature
@@ -122,6 +123,29 @@ def resample_features(feat: Tensor, size: tuple[int, int], nearest: bool) -> Ten
     return F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
 
 
+def accumulate_pixels(scene: GaussianScene, camera, pixel_values: Tensor) -> Tensor:
+    """sum_p w_ip v_p [N, C] for pixel_values [H, W, C] (the numerator of Eq. 3 for one view).
+
+    On CPU this builds the [N, H*W] compositing-weight matrix from :func:`data.render.pair_weights` as a
+    sparse CSR matrix and multiplies once: for hundreds of channels that is ~10x faster than
+    ``accumulate_to_gaussians``' chunked ``index_add_``. On CUDA it defers to ``accumulate_to_gaussians``
+    (gsplat). Both give the same sums (tested against a dense brute force).
+    """
+    if scene.means.is_cuda:
+        from data.render import accumulate_to_gaussians
+
+        return accumulate_to_gaussians(scene, camera, pixel_values)[0]
+    from data.render import pair_weights
+
+    pairs = pair_weights(scene, camera)
+    values = pixel_values.reshape(-1, pixel_values.shape[-1]).to(pairs.weight.dtype)
+    matrix = torch.sparse_coo_tensor(torch.stack([pairs.gaussian, pairs.pixel]), pairs.weight, (len(scene), values.shape[0]),
+                                     check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return (matrix.coalesce().to_sparse_csr() @ values).to_dense()
+
+
 def finalize_lift(weighted_sum: Tensor, weight: Tensor, min_weight: float) -> tuple[Tensor, Tensor]:
     """(sum w v [N, D], sum w [N]) -> (mean features [M, D] float16, index [M] int64) for weight >= min_weight."""
     keep = weight >= max(min_weight, 1e-12)
@@ -150,17 +174,19 @@ def lift_scene(
     captions: dict[int, str] | None = None,
     config: LiftConfig | None = None,
     progress: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Lift every teacher's features onto the scene's Gaussians.
 
     teachers: teacher objects, specs, or a set name ("offline").
     views:    cameras (``data.camera.Camera``), a number of cameras to sample, or None (config's sampling).
     captions: instance id -> caption, for the caption teacher.
+    timings:  if given, filled with seconds spent per phase (render, teachers, accumulate) and the view count.
     Returns teacher name -> (feat [M, D] float16, index [M] int64).
     """
     from adapters.teachers import TeacherInput
     from data.camera import sample_views
-    from data.render import accumulate_to_gaussians, rasterize
+    from data.render import rasterize
 
     cfg = config or LiftConfig()
     teachers = _resolve_teachers(teachers)
@@ -190,17 +216,21 @@ def lift_scene(
     sums = {t.name: torch.zeros(n, t.dim) for t in teachers}
     weights = {t.name: torch.zeros(n) for t in teachers}
     pending: list[tuple[object, Tensor, Tensor | None]] = []
+    clock = {"render": 0.0, "teachers": 0.0, "accumulate": 0.0}
 
     def flush():
         images = torch.stack([img for _, img, _ in pending]).permute(0, 3, 1, 2).float().clamp(0, 1)
         inst = torch.stack([m for _, _, m in pending]) if need_instances else None
         inp = TeacherInput(images=images, instance_maps=inst, captions=captions)
         per_teacher = []
+        tic = time.perf_counter()
         for t in teachers:
             feat = t.encode(inp).float().cpu()
             if feat.shape[1] != t.dim:
                 raise ValueError(f"teacher '{t.name}' returned {feat.shape[1]} channels, declared dim={t.dim}")
             per_teacher.append(feat)
+        clock["teachers"] += time.perf_counter() - tic
+        tic = time.perf_counter()
         for b, (cam, _, _) in enumerate(pending):
             small = scale_camera(cam, cfg.feature_downscale)
             size = (small.height, small.width)
@@ -209,12 +239,13 @@ def lift_scene(
                 f = resample_features(feat[b : b + 1], size, nearest=_needs_instances(t))[0].permute(1, 2, 0)  # [h, w, D]
                 valid = (f.abs().amax(-1, keepdim=True) > 0).float()
                 blocks += [f * valid, valid]
-            weighted, _ = accumulate_to_gaussians(scene, small, torch.cat(blocks, -1))
+            weighted = accumulate_pixels(scene, small, torch.cat(blocks, -1))
             start = 0
             for t in teachers:
                 sums[t.name] += weighted[:, start : start + t.dim].float().cpu()
                 weights[t.name] += weighted[:, start + t.dim].float().cpu()
                 start += t.dim + 1
+        clock["accumulate"] += time.perf_counter() - tic
         pending.clear()
 
     iterator = cameras
@@ -224,13 +255,17 @@ def lift_scene(
         iterator = tqdm(cameras, desc=f"lift {scene.name}", leave=False)
     with torch.no_grad():
         for cam in iterator:
+            tic = time.perf_counter()
             out = rasterize(scene, cam, features=codes)
             inst = decode_instance_map(out.features, out.alpha, ids, cfg.min_alpha) if need_instances else None
             pending.append((cam, out.color.detach().cpu(), inst))
+            clock["render"] += time.perf_counter() - tic
             if len(pending) >= cfg.teacher_batch:
                 flush()
         if pending:
             flush()
+    if timings is not None:
+        timings.update({k: round(v, 3) for k, v in clock.items()}, views=len(cameras))
     return {name: finalize_lift(sums[name], weights[name], cfg.min_weight) for name in names}
 
 
