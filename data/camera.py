@@ -190,14 +190,26 @@ def _enclosed(candidates: np.ndarray, wall_xy: np.ndarray, n_sectors: int = 8, m
     return out
 
 
-def central_view_depth(camera: Camera, points: Tensor, central_fraction: float = 0.5) -> float:
-    """Median camera depth of ``points`` [M, 3] that project into the central part of the image (inf if none)."""
+def central_view_depth(camera: Camera, points: Tensor, central_fraction: float = 0.5, cells: int = 8) -> float:
+    """Median over a ``cells`` x ``cells`` grid on the central part of the image of the nearest depth of ``points``.
+
+    A coarse z-buffer of the points [M, 3]: it measures how far the visible surface is, where a median
+    over raw points would favour far, obliquely seen surfaces (they hold more points per pixel).
+    Empty cells count as infinitely far; returns inf when every cell is empty.
+    """
     uv, z = camera.project(points)
-    half_w, half_h = camera.width * central_fraction / 2, camera.height * central_fraction / 2
-    inside = (z > camera.near) & ((uv[:, 0] - camera.width / 2).abs() <= half_w) & ((uv[:, 1] - camera.height / 2).abs() <= half_h)
+    half = torch.tensor([camera.width, camera.height], dtype=uv.dtype) * central_fraction / 2
+    rel = (uv - torch.tensor([camera.width / 2, camera.height / 2], dtype=uv.dtype) + half) / (2 * half)
+    inside = (z > camera.near) & (rel >= 0).all(1) & (rel < 1).all(1)
     if not bool(inside.any()):
         return math.inf
-    return float(z[inside].median())
+    cell = (rel[inside] * cells).long().clamp(0, cells - 1)
+    flat = cell[:, 1] * cells + cell[:, 0]
+    nearest = torch.full((cells * cells,), math.inf, dtype=z.dtype).scatter_reduce(0, flat, z[inside], "amin")
+    return float(nearest.median())
+
+
+MIN_ROOM_EXTENT = 1.5  # metres; a scene narrower than this (x or y) is treated as an object, not a room
 
 
 def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int = 8, *, width: int = 320,
@@ -211,10 +223,11 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
     when it is at least ``min_clearance`` from every Gaussian centre and horizontal rays from it
     meet scene content in at least 7 of 8 directions (it is inside the room). ``n_positions`` are
     chosen by farthest-point sampling. Each gets ``n_directions`` evenly spaced yaw angles (random
-    offset) with a ``pitch_deg`` (±3°) downward pitch; a view is dropped when the median depth of the
-    Gaussians seen in the central half of the image is below ``min_view_depth`` (it faces a wall) or
-    it sees nothing there. So up to ``n_positions * n_directions`` cameras are returned, grouped by
-    position. If no free position exists (an object scan rather than a room), cameras orbit the
+    offset) with a ``pitch_deg`` (±3°) downward pitch; a view is dropped when the median visible depth
+    in the central half of the image (:func:`central_view_depth`) is below ``min_view_depth`` (it faces
+    a wall) or it sees nothing there. So up to ``n_positions * n_directions`` cameras are returned, grouped by
+    position. If no free position exists, or the footprint is narrower than ``MIN_ROOM_EXTENT`` (an
+    object scan rather than a room), ``n_positions * n_directions`` cameras orbit the
     scene's centre looking inwards instead. Deterministic for a given ``seed``.
     """
     if n_positions < 1 or n_directions < 1:
@@ -237,8 +250,10 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
     tree = cKDTree(means)
     clearance, _ = tree.query(candidates, k=1)
     free = candidates[clearance >= min_clearance]
-    band = means[(means[:, 2] > floor + 0.2) & (means[:, 2] < floor + 2.5)]
-    if len(free) and len(band) >= 16:
+    band = means[(means[:, 2] > floor + 0.5) & (means[:, 2] < floor + 2.2)]  # walls around eye level
+    if float(np.min(hi - lo)) < MIN_ROOM_EXTENT or len(band) < 16:
+        free = free[:0]  # an object, not a room: orbit it below
+    if len(free):
         band = band[np.random.default_rng(seed + 1).permutation(len(band))[:4000]]
         free = free[_enclosed(free[:, :2], band[:, :2])]
 
