@@ -253,3 +253,58 @@ def test_gsplat_backend_matches_torch():
     assert float((gpu.weights.cpu() - cpu.weights).abs().sum()) < 0.02 * float(cpu.weights.sum())
     sums_gpu, w_gpu = accumulate_to_gaussians(scene.to("cuda"), cam.to("cuda"), torch.ones(64, 96, 2, device="cuda"))
     torch.testing.assert_close(sums_gpu[:, 0], w_gpu, atol=1e-4, rtol=1e-4)
+
+
+def _fake_gsplat_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
+                               far_plane, eps2d, tile_size, packed, render_mode, rasterize_mode):
+    """gsplat.rasterization's contract, implemented with the torch backend (to test the gsplat wiring on CPU)."""
+    assert viewmats.shape == (1, 4, 4) and Ks.shape == (1, 3, 3) and render_mode in ("RGB", "RGB+ED")
+    cam = Camera(Ks[0], viewmats[0], width, height, near_plane, far_plane)
+    opts = RasterOptions(dilation=eps2d, tile_size=tile_size)
+    out = rasterize_gaussians(means, quats, scales, opacities, torch.zeros_like(means), cam, features=colors,
+                              backend="torch", options=opts)
+    image = out.features
+    if render_mode == "RGB+ED":
+        image = torch.cat([image, out.depth[..., None]], -1)
+    return image[None], out.alpha[None, ..., None], {}
+
+
+def test_gsplat_wiring_with_a_stand_in(monkeypatch):
+    import sys
+    import types
+
+    import data.render as render
+
+    monkeypatch.setitem(sys.modules, "gsplat", types.SimpleNamespace(rasterization=_fake_gsplat_rasterization))
+    p = random_gaussians(50, seed=11, dtype=torch.float64)
+    cam = front_camera(width=24, height=18)
+    feats = torch.randn(50, 4, dtype=torch.float64)
+    opts = RasterOptions(background=(0.2, 0.3, 0.4))
+    via = render._rasterize_gsplat(*tensors(p), cam, feats, opts)
+    ref = rasterize_gaussians(*tensors(p), cam, features=feats, backend="torch", options=opts)
+    for name in ("color", "depth", "alpha", "features", "weights"):
+        torch.testing.assert_close(getattr(via, name), getattr(ref, name), msg=name)
+    scene = GaussianScene(**p)
+    v = torch.randn(18, 24, 3, dtype=torch.float64)
+    sums, weights = render._accumulate_gsplat(scene, cam, v, opts)
+    ref_sums, ref_weights = accumulate_to_gaussians(scene, cam, v, backend="torch")
+    torch.testing.assert_close(weights, ref_weights.double(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sums, ref_sums.double(), atol=1e-5, rtol=1e-5)
+
+
+def test_command_line_renders_a_png(tmp_path):
+    io = pytest.importorskip("data.io")
+    from PIL import Image
+
+    from data.render import main
+    from tests.test_camera import box_room
+
+    path = tmp_path / "room.ply"
+    io.save_scene(box_room(n=4000), path)
+    out = tmp_path / "view.png"
+    main(["--scene", str(path), "--out", str(out), "--width", "48", "--height", "32", "--view", "1",
+          "--depth-out", str(tmp_path / "depth.png")])
+    img = Image.open(out)
+    assert img.size == (48, 32)
+    assert len(set(img.getdata())) > 10  # not a blank image
+    assert (tmp_path / "depth.png").exists()
