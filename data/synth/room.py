@@ -80,9 +80,7 @@ def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
 
 def rect_inside_polygon(corners: np.ndarray, poly: np.ndarray, margin: float = 0.005) -> bool:
     """Rectangle inside a polygon: corners inside (by margin) and no polygon vertex inside the rectangle."""
-    c = corners.mean(0)
-    shrunk_out = c + (corners - c) * 1.0
-    if not points_in_polygon(shrunk_out, poly).all():
+    if not points_in_polygon(corners, poly).all():
         return False
     for i in range(len(poly)):  # distance of each corner to each edge
         p0, p1 = poly[i], poly[(i + 1) % len(poly)]
@@ -449,10 +447,10 @@ def _add_structure(room: _Room, ceiling: bool):
     wcol = str(rng.choice(_WALL_COLORS))
     for i, wl in enumerate(lay["walls"]):
         mid = (wl["p0"] + wl["p1"]) / 2 - wl["inward"] * WALL_T / 2
-        room.add("wall", wcol, "plastic", (wl["length"], WALL_T, lay["height"]), mid, 0.0, wall_yaw(wl["inward"]),
+        room.add("wall", wcol, "plaster", (wl["length"], WALL_T, lay["height"]), mid, 0.0, wall_yaw(wl["inward"]),
                  structural=True, wall=i)
     if ceiling:
-        room.add("ceiling", "white", "plastic", (hi[0] - lo[0], hi[1] - lo[1], 0.02), c, lay["height"], 0.0, structural=True)
+        room.add("ceiling", "white", "plaster", (hi[0] - lo[0], hi[1] - lo[1], 0.02), c, lay["height"], 0.0, structural=True)
 
 
 def _planar_samples(rng, n, origin, u, v, lu, lv, normal):
