@@ -298,3 +298,51 @@ def test_feature_cache_round_trip(tmp_path):
     assert FeatureCache(tmp_path / "cache", "other").load("scene0001_00") is None
     with pytest.raises(ValueError, match="safe file name"):
         cache.path("../evil")
+
+
+# ----------------------------------------------------------------------------- chat session
+def gaussian_scene(n=300, seed=0, name="room"):
+    from data import GaussianScene
+
+    g = torch.Generator().manual_seed(seed)
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1)
+    quats = quats * torch.where(quats[:, :1] < 0, -1.0, 1.0)
+    return GaussianScene(means=torch.rand(n, 3, generator=g) * 4, quats=quats, scales=torch.rand(n, 3, generator=g) * 0.05 + 0.01,
+                         opacities=torch.rand(n, generator=g), colors=torch.rand(n, 3, generator=g), name=name)
+
+
+def test_chat_session_encodes_once_and_streams(tmp_path):
+    from chorus_qa.session import ChatSession
+
+    model = ChorusQAModel.build(tiny_config(feature_dim=FEAT, encoder_ref="some/encoder"))
+    calls = []
+    proj = torch.randn(11, FEAT, generator=torch.Generator().manual_seed(3))
+
+    def encode(scene):  # a stand-in encoder: fixed random projection of the raw attributes
+        from chorus_qa.feature_cache import raw_gaussian_features
+
+        calls.append(scene.name)
+        return raw_gaussian_features(scene) @ proj
+
+    with pytest.raises(ValueError, match="EncoderPredictor"):
+        ChatSession(model)
+    session = ChatSession(model, encode, feature_cache=FeatureCache(tmp_path, "enc"))
+    with pytest.raises(RuntimeError, match="set_scene"):
+        session.ask("what?")
+    scene_a, scene_b = gaussian_scene(300, 0, "a"), gaussian_scene(200, 1, "b")
+    steps = []
+    session.set_scene(scene_a, progress=lambda f, d: steps.append(f))
+    assert steps[0] == 0.0 and steps[-1] == 1.0
+    streamed = "".join(session.ask("what colour is the chair?", max_new_tokens=5)).strip()
+    whole = session.answer("what colour is the chair?", max_new_tokens=5)
+    feats = encode(scene_a).half().float()
+    calls.pop()
+    assert streamed == whole == model.generate([(feats, scene_a.means)], ["what colour is the chair?"], max_new_tokens=5)[0]
+    assert [t.question for t in session.history] == ["what colour is the chair?"] * 2
+    session.set_scene(scene_b)
+    session.set_scene(scene_a)  # cached in the session: no second encoder call
+    assert calls == ["a", "b"] and session.history == []
+    fresh = ChatSession(model, encode, feature_cache=FeatureCache(tmp_path, "enc"))
+    fresh.set_scene(scene_a)  # cached on disk
+    assert calls == ["a", "b"]
+    assert fresh.answer("what colour is the chair?", max_new_tokens=5) == whole
