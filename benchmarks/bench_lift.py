@@ -84,41 +84,29 @@ def box_room(spacing: float = 0.04, seed: int = 0) -> tuple[GaussianScene, dict[
 
 
 def synthetic_room(seed: int):
+    """(scene, captions) from ``data.synth.generate_room`` (objects[].id / .caption), or None if it is unavailable."""
     try:
-        from data.synth import generate_room  # written by another helper; may not exist yet
+        from data.synth import generate_room
     except ImportError:
         return None
-    import inspect
-    import tempfile
-
-    from encoder.lift import read_captions
-
-    out = generate_room(seed=seed) if "seed" in inspect.signature(generate_room).parameters else generate_room(seed)
-    scene = out[0] if isinstance(out, tuple) else out
-    captions = out[1] if isinstance(out, tuple) and isinstance(out[1], dict) else None
-    if captions is None and isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], dict) and "objects" in out[1]:
-        captions = {int(o["id"]): o["caption"] for o in out[1]["objects"] if "caption" in o}
-    if not isinstance(scene, GaussianScene):
-        return None
-    if captions is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            captions = read_captions(tmp) or {}
-    return scene, captions
+    scene, meta = generate_room(seed)
+    return scene, {int(o["id"]): o["caption"] for o in meta.get("objects", []) if "caption" in o}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--views", type=int, default=24, help="cameras per scene")
+    parser.add_argument("--views", type=int, default=LiftConfig.n_views, help="cameras per scene")
     parser.add_argument("--width", type=int, default=LiftConfig.width)
     parser.add_argument("--height", type=int, default=LiftConfig.height)
     parser.add_argument("--downscale", type=int, default=2)
     parser.add_argument("--spacing", type=float, default=0.04, help="splat spacing of the procedural room (m)")
     parser.add_argument("--procedural", action="store_true", help="use the procedural box room even if data.synth exists")
+    parser.add_argument("--per-teacher", action="store_true", help="also time each teacher on its own")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_lift.json"))
     args = parser.parse_args(argv)
 
     room = None if args.procedural else synthetic_room(seed=0)
-    source = "data.synth.generate_room"
+    source = "data.synth.generate_room(seed=0)"
     if room is None:
         room, source = box_room(args.spacing), f"procedural box room (spacing {args.spacing} m)"
     scene, captions = room
@@ -127,13 +115,13 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     teachers = [get_teacher(s) for s in teacher_set("offline")]
     load_seconds = time.perf_counter() - t0
-    cfg = LiftConfig(width=args.width, height=args.height, feature_downscale=args.downscale)
+    cfg = LiftConfig(n_views=args.views, width=args.width, height=args.height, feature_downscale=args.downscale)
     results = {}
-    runs = [("all_offline", teachers)] + [(t.name, [t]) for t in teachers]
+    runs = [("all_offline", teachers)] + ([(t.name, [t]) for t in teachers] if args.per_teacher else [])
     for label, group in runs:
         timings: dict = {}
         start, cpu_start, load_before = time.perf_counter(), time.process_time(), os.getloadavg()[0]
-        lifted = lift_scene(scene, group, views=args.views, captions=captions, config=cfg, timings=timings)
+        lifted = lift_scene(scene, group, captions=captions, config=cfg, timings=timings)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         # the machine is shared: CPU seconds (all threads) and the load average say how much the wall time is inflated
         results[label] = {"seconds_per_scene": round(seconds, 2), "cpu_seconds_per_scene": round(cpu_seconds, 2),
@@ -143,7 +131,7 @@ def main(argv=None) -> None:
     report = {
         "benchmark": "lift offline teachers (caption-minilm, efficientnet-lite0, instance-mask) onto one room",
         "scene": {"source": source, "gaussians": len(scene), "instances": int(torch.unique(scene.instance).numel()) if scene.instance is not None else 0},
-        "config": asdict(cfg) | {"views": args.views},
+        "config": asdict(cfg),
         "teacher_load_seconds": round(load_seconds, 2),
         "results": results,
         "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()},

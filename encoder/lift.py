@@ -56,9 +56,8 @@ from data.scene import GaussianScene
 class LiftConfig:
     """How views are sampled and features accumulated."""
 
-    n_positions: int = 3  # camera positions (farthest-point sampled); each looks in n_directions
-    n_directions: int = 8
-    max_views: int | None = None  # keep at most this many cameras (None: all sampled)
+    n_views: int = 24  # cameras per scene: the first n_views of data.camera.sample_views (grouped by position)
+    n_directions: int = 8  # yaw directions per camera position (the paper's 8)
     width: int = 256  # render size in pixels (CPU cost grows with pixels; the paper renders 480x640)
     height: int = 192
     fov_deg: float = 70.0
@@ -69,11 +68,9 @@ class LiftConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_positions", "n_directions", "width", "height", "feature_downscale", "teacher_batch"):
+        for name in ("n_views", "n_directions", "width", "height", "feature_downscale", "teacher_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LiftConfig.{name}={getattr(self, name)!r}, expected a positive integer")
-        if self.max_views is not None and self.max_views < 1:
-            raise ValueError(f"LiftConfig.max_views={self.max_views!r}, expected None or >= 1")
         if self.width % self.feature_downscale or self.height % self.feature_downscale:
             raise ValueError(
                 f"LiftConfig.feature_downscale={self.feature_downscale} must divide width={self.width} and height={self.height}"
@@ -179,7 +176,7 @@ def lift_scene(
     """Lift every teacher's features onto the scene's Gaussians.
 
     teachers: teacher objects, specs, or a set name ("offline").
-    views:    cameras (``data.camera.Camera``), a number of cameras to sample, or None (config's sampling).
+    views:    cameras (``data.camera.Camera``), a number of cameras to sample, or None (``config.n_views``).
     captions: instance id -> caption, for the caption teacher.
     timings:  if given, filled with seconds spent per phase (render, teachers, accumulate) and the view count.
     Returns teacher name -> (feat [M, D] float16, index [M] int64).
@@ -194,11 +191,11 @@ def lift_scene(
     if len(set(names)) != len(names):
         raise ValueError(f"lift_scene: teacher names must be unique, got {names}")
     if views is None or isinstance(views, int):
-        n_dir = cfg.n_directions
-        n_pos = cfg.n_positions if views is None else max(1, math.ceil(views / n_dir))
-        cameras = sample_views(scene, n_pos, n_dir, width=cfg.width, height=cfg.height, fov_deg=cfg.fov_deg, seed=cfg.seed)
-        limit = views if isinstance(views, int) else cfg.max_views
-        cameras = cameras[:limit] if limit else cameras
+        limit = cfg.n_views if views is None else views
+        # the sampler drops views that face a nearby wall (about half in a room): ask for twice the positions
+        n_pos = max(1, math.ceil(2 * limit / cfg.n_directions))
+        cameras = sample_views(scene, n_pos, cfg.n_directions, width=cfg.width, height=cfg.height, fov_deg=cfg.fov_deg,
+                               seed=cfg.seed)[:limit]
     else:
         cameras = list(views)
     if not cameras:
@@ -343,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scenes", required=True, help="a scene folder or a folder of scene folders")
     parser.add_argument("--teachers", default="offline", help="teacher set (offline, paper) or comma-separated specs")
-    parser.add_argument("--views", type=int, default=None, help="cameras per scene (default: positions x directions)")
-    parser.add_argument("--positions", type=int, default=LiftConfig.n_positions, help="camera positions per scene")
+    parser.add_argument("--views", type=int, default=LiftConfig.n_views, help="cameras per scene")
     parser.add_argument("--directions", type=int, default=LiftConfig.n_directions, help="view directions per position")
     parser.add_argument("--width", type=int, default=LiftConfig.width)
     parser.add_argument("--height", type=int, default=LiftConfig.height)
@@ -356,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    cfg = LiftConfig(n_positions=args.positions, n_directions=args.directions, max_views=args.views, width=args.width,
+    cfg = LiftConfig(n_views=args.views, n_directions=args.directions, width=args.width,
                      height=args.height, feature_downscale=args.downscale, min_weight=args.min_weight)
     dirs = find_scene_dirs(args.scenes)
     if not dirs:
@@ -372,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     for scene_dir in bar:
         start = time.perf_counter()
         try:
-            lifted = lift_folder(scene_dir, teachers, views=args.views, config=cfg)
+            lifted = lift_folder(scene_dir, teachers, config=cfg)
         except (ValueError, OSError) as exc:  # one bad scene must not stop a long run
             failures += 1
             tqdm.write(f"FAILED {scene_dir}: {exc}")

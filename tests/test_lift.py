@@ -84,6 +84,11 @@ def test_constant_teacher_lifts_to_constant():
     assert feat.dtype == torch.float16 and index.dtype == torch.int64
     assert len(index) > 0.5 * len(scene)
     torch.testing.assert_close(feat.float(), ConstantTeacher().value.expand_as(feat).float(), atol=1e-2, rtol=1e-3)
+    # sampled views (an object-like scene: the sampler orbits it)
+    timings = {}
+    feat, index = lift_scene(scene, [ConstantTeacher()], views=3, config=LiftConfig(width=48, height=32), timings=timings)["const"]
+    assert timings["views"] == 3 and len(index) > 0
+    torch.testing.assert_close(feat.float(), ConstantTeacher().value.expand_as(feat).float(), atol=1e-2, rtol=1e-3)
 
 
 def test_two_colour_scene_gaussians_receive_pixels_they_cover():
