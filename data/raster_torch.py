@@ -44,7 +44,7 @@ class RasterOptions:
     sigma_cutoff: float = 3.0           # pairs beyond this Mahalanobis distance are skipped
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     fov_clamp: float = 1.3              # J is evaluated with x/z, y/z clamped to this x the half-FOV (gsplat)
-    max_pairs_per_chunk: int = 4_000_000  # bounds memory of the candidate-pair pass
+    max_pairs_per_chunk: int = 2_000_000  # candidate pairs per chunk; later chunks skip already-opaque pixels
 
     def __post_init__(self):
         checks = {
@@ -194,7 +194,8 @@ def _candidate_pairs(proj: Projection, opacities: Tensor, order: Tensor, width: 
     ellipse, widened by a hair so rounding never loses a pixel; the exact per-pair test is applied later.
     """
     means2d, conics, cov2d = (t.detach().index_select(0, order) for t in (proj.means2d, proj.conics, proj.cov2d))
-    k2 = _cutoff_sq(opacities.detach().index_select(0, order), options) * (1 + 1e-5) + 1e-6
+    opac = opacities.detach().index_select(0, order)
+    k2 = _cutoff_sq(opac, options) * (1 + 1e-5) + 1e-6
     u, v = means2d[:, 0], means2d[:, 1]
     ey = torch.sqrt(k2 * cov2d[:, 2])
     y0 = torch.clamp(torch.ceil(v - ey - 0.5), 0, height - 1).long()
@@ -216,11 +217,44 @@ def _candidate_pairs(proj: Projection, opacities: Tensor, order: Tensor, width: 
     inside = (disc >= 0) & (centre + half - 0.5 >= 0) & (centre - half - 0.5 <= width - 1)
     n_px = torch.where(inside, (xe - xs + 1).clamp_min(0), torch.zeros_like(xs))
 
-    # pixels of each segment
-    pair_seg = torch.repeat_interleave(torch.arange(seg_rank.shape[0], device=order.device), n_px)
-    px_start = torch.cumsum(n_px, 0) - n_px
-    pixel = (row * width + xs - px_start).index_select(0, pair_seg) + torch.arange(pair_seg.shape[0], device=order.device)
-    return seg_rank.index_select(0, pair_seg), pixel
+    # pixels of each segment, in chunks of about max_pairs_per_chunk pairs; from the second chunk on,
+    # pairs at pixels already opaque (T <= transmittance_stop after the nearer chunks) are dropped
+    px_end = torch.cumsum(n_px, 0)
+    seg_first = row * width + xs - (px_end - n_px)  # pixel of a segment's k-th pair = seg_first + global pair index
+    total = int(px_end[-1]) if px_end.numel() else 0
+    chunk = options.max_pairs_per_chunk
+    bounds = [0]
+    if total > chunk:
+        cuts = torch.arange(chunk, total, chunk, device=px_end.device, dtype=px_end.dtype)
+        bounds += torch.searchsorted(px_end, cuts, right=True).tolist()
+    bounds = sorted(set(bounds + [seg_rank.shape[0]]))
+    log_t = None
+    prune = len(bounds) > 2 and options.transmittance_stop > 0
+    ranks, pixels = [], []
+    for s0, s1 in zip(bounds[:-1], bounds[1:]):
+        start = int(px_end[s0 - 1]) if s0 else 0
+        pair_seg = torch.repeat_interleave(torch.arange(s0, s1, device=order.device), n_px[s0:s1])
+        pixel = seg_first.index_select(0, pair_seg) + torch.arange(start, start + pair_seg.shape[0], device=order.device)
+        rank = seg_rank.index_select(0, pair_seg)
+        if prune:
+            if log_t is None:
+                log_t = means2d.new_zeros(width * height)
+            else:
+                # margin: only pixels clearly past the stop, the exact float64 test comes later
+                open_px = torch.nonzero(log_t.index_select(0, pixel) > math.log(options.transmittance_stop) - 1e-3).squeeze(1)
+                pixel, rank = pixel.index_select(0, open_px), rank.index_select(0, open_px)
+            m = means2d.index_select(0, rank)
+            dx = torch.remainder(pixel, width).to(m.dtype) + 0.5 - m[:, 0]
+            dy = torch.div(pixel, width, rounding_mode="floor").to(m.dtype) + 0.5 - m[:, 1]
+            alpha, q = _pair_alpha(opac.index_select(0, rank), conics.index_select(0, rank), dx, dy, options)
+            alpha = alpha * ((alpha >= options.alpha_threshold) & (q <= options.sigma_cutoff**2))
+            log_t.index_add_(0, pixel, torch.log1p(-alpha))
+        ranks.append(rank)
+        pixels.append(pixel)
+    if not ranks:
+        empty = torch.zeros(0, dtype=torch.long, device=order.device)
+        return empty, empty
+    return torch.cat(ranks), torch.cat(pixels)
 
 
 def _segment_starts(pixel: Tensor) -> tuple[Tensor, Tensor]:
