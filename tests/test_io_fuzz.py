@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -23,6 +24,14 @@ FAST_MUTATIONS = settings(max_examples=240, deadline=None, suppress_health_check
 SLOW = settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
 _counter = itertools.count()
 _TMP = Path(tempfile.mkdtemp(prefix="chorus-io-fuzz-"))
+_BASE_TMP = Path(tempfile.mkdtemp(prefix="chorus-io-base-"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup_tmp():
+    yield
+    shutil.rmtree(_TMP, ignore_errors=True)
+    shutil.rmtree(_BASE_TMP, ignore_errors=True)
 
 
 def _f32(lo, hi, **kw):
@@ -122,7 +131,7 @@ def _base_files() -> dict[str, tuple[str, bytes]]:
     )
     scene.features["dino"] = (torch.randn(3, 2), torch.tensor([0, 2, 4]))
     out = {}
-    work = Path(tempfile.mkdtemp(prefix="chorus-io-base-"))
+    work = _BASE_TMP
     for suffix in (".ply", ".splat"):
         save_scene(scene, work / f"s{suffix}")
         out[suffix] = (suffix, (work / f"s{suffix}").read_bytes())

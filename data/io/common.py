@@ -35,7 +35,7 @@ def warn_repair(path, field: str, count: int, total: int, action: str) -> None:
 
 def _float_array(path, field, value, trailing: tuple[int, ...], n: int | None) -> np.ndarray:
     arr = np.asarray(value)
-    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+    if arr.dtype.kind not in "fiu":
         raise SceneFormatError(path, field, f"has dtype {arr.dtype}, expected a numeric array")
     if trailing == () and arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]

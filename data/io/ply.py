@@ -42,7 +42,7 @@ _TYPES = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
 _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
-INRIA_MARKERS = ("f_dc_0", "opacity", "scale_0", "rot_0")
+INRIA_MARKERS = ("f_dc_0", "scale_0", "rot_0")  # "opacity" alone also occurs in plain point clouds
 _OPACITY_CLIP = (1e-50, 1.0 - 2.0**-26)  # logit stays finite; 0 and 1 still read back exactly in float32
 _SCALE_FLOOR = 1e-50  # log stays finite; a zero scale reads back as 0
 
