@@ -45,6 +45,7 @@ class RasterOptions:
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     fov_clamp: float = 1.3              # J is evaluated with x/z, y/z clamped to this x the half-FOV (gsplat)
     max_pairs_per_chunk: int = 2_000_000  # candidate pairs per chunk; later chunks skip already-opaque pixels
+    sh_degree: int = 0                  # view-dependent colour from sh_rest up to this band (0: DC colours only)
 
     def __post_init__(self):
         checks = {
@@ -56,6 +57,7 @@ class RasterOptions:
             "sigma_cutoff": self.sigma_cutoff > 0,
             "fov_clamp": self.fov_clamp >= 1,
             "max_pairs_per_chunk": self.max_pairs_per_chunk >= 1,
+            "sh_degree": self.sh_degree in (0, 1, 2, 3),
         }
         for name, ok in checks.items():
             if not ok:
@@ -121,6 +123,36 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
         on_image = (u + ex > 0) & (u - ex < camera.width) & (v + ey > 0) & (v - ey < camera.height)
         visible = ok & (k2 > 0) & on_image & torch.isfinite(means2d).all(-1)
     return Projection(means2d, conics, torch.stack([sxx, sxy, syy], -1), z, visible)
+
+
+_SH_C1 = 0.4886025119029199
+_SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+          1.445305721320277, -0.5900435899266435)
+
+
+def sh_view_colors(colors: Tensor, sh_rest: Tensor, means: Tensor, camera_position: Tensor, degree: int) -> Tensor:
+    """View-dependent RGB [N, 3] = max(0, colors + sum over SH bands 1..degree of Y_k(dir) sh_rest[:, k-1]).
+
+    colors [N, 3] are the DC colours (SH_C0 f_dc + 0.5, INRIA convention), sh_rest [N, K, 3] the higher
+    bands in the INRIA order, dir the unit vector from the camera centre to each mean (as in 3DGS).
+    """
+    degree = min(degree, {3: 1, 8: 2, 15: 3}.get(int(sh_rest.shape[1]), 0))
+    if degree == 0:
+        return colors
+    d = means - camera_position.to(means)
+    x, y, z = (d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).unbind(-1)
+    basis = [-_SH_C1 * y, _SH_C1 * z, -_SH_C1 * x]
+    if degree >= 2:
+        xx, yy, zz = x * x, y * y, z * z
+        basis += [_SH_C2[0] * x * y, _SH_C2[1] * y * z, _SH_C2[2] * (2 * zz - xx - yy), _SH_C2[3] * x * z,
+                  _SH_C2[4] * (xx - yy)]
+    if degree >= 3:
+        basis += [_SH_C3[0] * y * (3 * xx - yy), _SH_C3[1] * x * y * z, _SH_C3[2] * y * (4 * zz - xx - yy),
+                  _SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), _SH_C3[4] * x * (4 * zz - xx - yy),
+                  _SH_C3[5] * z * (xx - yy), _SH_C3[6] * x * (xx - 3 * yy)]
+    rest = sh_rest[:, : len(basis)].to(colors.dtype)
+    return torch.clamp_min(colors + (torch.stack(basis, 1)[:, :, None] * rest).sum(1), 0)
 
 
 def _cutoff_sq(opacities: Tensor, options: RasterOptions) -> Tensor:

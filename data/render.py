@@ -11,7 +11,7 @@ Backends:
   "auto"   gsplat when the Gaussians are on a CUDA device and gsplat imports, torch otherwise.
 
 The math and its conventions are documented in :mod:`data.raster_torch`. Colours are the DC
-colours of the scene (no view-dependent SH). Command line: ``python -m data.render --help``.
+colours of the scene unless ``RasterOptions(sh_degree=...)`` asks for view-dependent SH colours. Command line: ``python -m data.render --help``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .raster_torch import (
     composite_pairs,
     dense_weights_reference,
     project_gaussians,
+    sh_view_colors,
     weighted_scatter,
 )
 from .scene import GaussianScene
@@ -87,7 +88,7 @@ def rasterize(scene: GaussianScene, camera: Camera, features: Tensor | None = No
               options: RasterOptions | None = None) -> RenderOutput:
     """Render ``scene`` from ``camera``; ``features`` [N, C] (any C) are rendered like colours."""
     return rasterize_gaussians(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, camera,
-                               features, backend=backend, options=options)
+                               features, backend=backend, options=options, sh_rest=scene.sh_rest)
 
 
 def rasterize_gaussians(means: Tensor,      # [N, 3]
@@ -97,10 +98,14 @@ def rasterize_gaussians(means: Tensor,      # [N, 3]
                         colors: Tensor,     # [N, 3]
                         camera: Camera,
                         features: Tensor | None = None,  # [N, C]
-                        *, backend: str = "auto", options: RasterOptions | None = None) -> RenderOutput:
+                        *, backend: str = "auto", options: RasterOptions | None = None,
+                        sh_rest: Tensor | None = None,  # [N, K, 3], used when options.sh_degree > 0
+                        ) -> RenderOutput:
     """Functional form of :func:`rasterize` over plain tensors (any float dtype, e.g. float64 for checks)."""
     options = options or RasterOptions()
     _check_inputs(means, quats, scales, opacities, colors, features, camera)
+    if options.sh_degree > 0 and sh_rest is not None:
+        colors = sh_view_colors(colors, sh_rest, means, camera.position, options.sh_degree)
     if _resolve_backend(backend, means.device) == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, features, options)
     proj = project_gaussians(means, quats, scales, opacities, camera, options)
@@ -230,6 +235,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="view sampling seed (default 0)")
     parser.add_argument("--depth-out", default=None, help="optional PNG path for a colour-mapped depth image")
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="rasterizer backend (default auto)")
+    parser.add_argument("--sh-degree", type=int, default=3, choices=(0, 1, 2, 3),
+                        help="view-dependent colour up to this SH band when the scene has sh_rest (default 3)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -245,7 +252,8 @@ def main(argv=None) -> None:
     if not 0 <= args.view < len(views):
         parser.error(f"--view {args.view}: the scene has {len(views)} sampled views (0..{len(views) - 1})")
     with torch.no_grad():
-        out = rasterize(scene, views[args.view].to(device), backend=args.backend)
+        out = rasterize(scene, views[args.view].to(device), backend=args.backend,
+                        options=RasterOptions(sh_degree=args.sh_degree))
     img = (out.color.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     Image.fromarray(img).save(args.out)
     if args.depth_out:

@@ -310,3 +310,25 @@ def test_command_line_renders_a_png(tmp_path):
     assert img.size == (48, 32)
     assert len(set(img.getdata())) > 10  # not a blank image
     assert (tmp_path / "depth.png").exists()
+
+
+def test_view_dependent_sh_colours():
+    from data.raster_torch import sh_view_colors
+
+    cam = front_camera()
+    p = dict(means=torch.tensor([[3.0, 0.0, 0.0]]), quats=torch.tensor([[1.0, 0, 0, 0]]), scales=torch.full((1, 3), 0.3),
+             opacities=torch.tensor([0.9]), colors=torch.tensor([[0.5, 0.5, 0.5]]))
+    sh_rest = torch.zeros(1, 15, 3)
+    sh_rest[0, 2] = torch.tensor([0.2, -0.1, 0.0])  # band 1, basis -C1 x: seen along +x it adds -C1 * coefficient
+    dc = rasterize_gaussians(*tensors(p), cam)
+    same = rasterize_gaussians(*tensors(p), cam, sh_rest=sh_rest)  # sh_degree 0 (default): ignored
+    torch.testing.assert_close(dc.color, same.color)
+    view = rasterize_gaussians(*tensors(p), cam, sh_rest=sh_rest, options=RasterOptions(sh_degree=3))
+    expected = torch.tensor([0.5, 0.5, 0.5]) - 0.4886025119029199 * torch.tensor([0.2, -0.1, 0.0])
+    centre = (cam.height // 2, cam.width // 2)
+    torch.testing.assert_close(view.color[centre], 0.9 * expected)
+    # from the opposite side the same coefficient acts with the other sign
+    back = sh_view_colors(p["colors"], sh_rest, p["means"], torch.tensor([6.0, 0.0, 0.0]), 3)
+    torch.testing.assert_close(back[0], torch.tensor([0.5, 0.5, 0.5]) + 0.4886025119029199 * torch.tensor([0.2, -0.1, 0.0]))
+    scene = GaussianScene(**p, sh_rest=sh_rest)
+    torch.testing.assert_close(rasterize(scene, cam, options=RasterOptions(sh_degree=1)).color, view.color)
