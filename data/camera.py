@@ -190,23 +190,30 @@ def _enclosed(candidates: np.ndarray, wall_xy: np.ndarray, n_sectors: int = 8, m
     return out
 
 
-def central_view_depth(camera: Camera, points: Tensor, central_fraction: float = 0.5, cells: int = 8) -> float:
+def central_view_depth(camera: Camera, points, central_fraction: float = 0.5, cells: int = 8) -> float:
     """Median over a ``cells`` x ``cells`` grid on the central part of the image of the nearest depth of ``points``.
 
-    A coarse z-buffer of the points [M, 3]: it measures how far the visible surface is, where a median
-    over raw points would favour far, obliquely seen surfaces (they hold more points per pixel).
-    Empty cells count as infinitely far; returns inf when every cell is empty.
+    A coarse z-buffer of the points [M, 3] (tensor or array): it measures how far the visible surface
+    is, where a median over raw points would favour far, obliquely seen surfaces (they hold more
+    points per pixel). Empty cells count as infinitely far; returns inf when every cell is empty.
     """
-    uv, z = camera.project(points)
-    half = torch.tensor([camera.width, camera.height], dtype=uv.dtype) * central_fraction / 2
-    rel = (uv - torch.tensor([camera.width / 2, camera.height / 2], dtype=uv.dtype) + half) / (2 * half)
-    inside = (z > camera.near) & (rel >= 0).all(1) & (rel < 1).all(1)
-    if not bool(inside.any()):
+    pts = points.detach().cpu().double().numpy() if isinstance(points, Tensor) else np.asarray(points, dtype=np.float64)
+    w2c = camera.world_to_cam.detach().cpu().double().numpy()
+    K = camera.K.detach().cpu().double().numpy()
+    pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    front = pc[:, 2] > camera.near
+    pc = pc[front]
+    z = pc[:, 2]
+    u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / camera.width
+    v = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / camera.height
+    ru, rv = (u - 0.5) / central_fraction + 0.5, (v - 0.5) / central_fraction + 0.5
+    inside = (ru >= 0) & (ru < 1) & (rv >= 0) & (rv < 1)
+    if not inside.any():
         return math.inf
-    cell = (rel[inside] * cells).long().clamp(0, cells - 1)
-    flat = cell[:, 1] * cells + cell[:, 0]
-    nearest = torch.full((cells * cells,), math.inf, dtype=z.dtype).scatter_reduce(0, flat, z[inside], "amin")
-    return float(nearest.median())
+    flat = np.minimum((rv[inside] * cells).astype(np.int64), cells - 1) * cells + np.minimum((ru[inside] * cells).astype(np.int64), cells - 1)
+    nearest = np.full(cells * cells, np.inf)
+    np.minimum.at(nearest, flat, z[inside])
+    return float(np.median(nearest))
 
 
 MIN_ROOM_EXTENT = 1.5  # metres; a scene narrower than this (x or y) is treated as an object, not a room
@@ -257,8 +264,7 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
         band = band[np.random.default_rng(seed + 1).permutation(len(band))[:4000]]
         free = free[_enclosed(free[:, :2], band[:, :2])]
 
-    points = scene.means.detach().cpu().float()
-    points = points[torch.from_numpy(np.random.default_rng(seed + 2).permutation(len(points))[:50000])]
+    points = means[np.random.default_rng(seed + 2).permutation(len(means))[:30000]]
     pitch = math.radians(pitch_deg)
     cameras: list[Camera] = []
     if len(free):
