@@ -10,7 +10,7 @@ imported by name (``encoder.pretrain`` is an entry module, never imported here).
 """
 
 from .config import EncoderConfig
-from .inputs import estimate_normals, scene_to_input
+from .inputs import scene_to_input
 from .predictor import EncoderPredictor, spatial_chunks
 from .ptv3 import ChorusEncoder, EncoderStages
 
@@ -20,6 +20,5 @@ __all__ = [
     "EncoderStages",
     "EncoderPredictor",
     "scene_to_input",
-    "estimate_normals",
     "spatial_chunks",
 ]

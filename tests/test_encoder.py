@@ -214,6 +214,8 @@ def test_chunked_encoding_agrees_with_unchunked_near_borders():
     assert int(border.sum()) > 100
     cos = F.cosine_similarity(full, chunked, dim=1)
     assert float(cos[border].mean()) > 0.98 and float(cos[border].min()) > 0.8
+    no_context = EncoderPredictor(model, chunk_size=3500, chunk_overlap=0.0).encode(scene)
+    assert float(F.cosine_similarity(full, no_context, dim=1)[border].mean()) < float(cos[border].mean()) - 0.05  # the overlap matters
     half = chunked_predictor.encode(scene, half=True)
     assert half.dtype == torch.float16 and torch.allclose(half.float(), chunked, atol=1e-2, rtol=1e-2)
 
