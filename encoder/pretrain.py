@@ -508,7 +508,7 @@ def _train(cfg: PretrainConfig, out: Path, max_steps: int | None, resume: str, p
                     features = model(batch["means"].to(dev), batch["feats"].to(dev), batch["offset"].to(dev))
                     loss, logs = multi_teacher_loss(features, raw.heads, batch, teachers, cfg, loss_gen)
                 accelerator.backward(loss / cfg.grad_accum)
-            loss_acc += float(loss) / cfg.grad_accum
+            loss_acc += float(loss.detach()) / cfg.grad_accum
             points += int(batch["means"].shape[0])
             for k, v in logs.items():
                 logs_acc[k] = logs_acc.get(k, 0.0) + v / cfg.grad_accum

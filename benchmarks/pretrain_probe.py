@@ -1,0 +1,277 @@
+"""Evidence that multi-teacher pretraining learns something (a benchmark, not a test).
+
+Stages (each skipped when its output exists, so the script resumes):
+  data   python -m data.synth --scenes N --out WORK/synth --density D
+  lift   python -m encoder.lift on the *train* rooms only (offline teachers)
+  train  encoder.pretrain.train with configs/pretrain_synth.yaml (+ overrides)
+  eval   on held-out rooms (val + test splits), for the pretrained encoder and for the same
+         architecture with random weights:
+           (a) zero-shot semantic segmentation: language-projector features vs MiniLM
+               embeddings of "this is a {class}" -> argmax -> mIoU (and f-mIoU without
+               wall/floor/ceiling);
+           (b) linear probe on frozen per-Gaussian encoder features (trained on the
+               train rooms' labels) -> mIoU;
+         plus the teacher ceiling: zero-shot on the lifted caption targets of the train rooms.
+  measure  one fwd+bwd step at 1 vs 2 threads (speed + run-to-run agreement) and under bf16 autocast.
+
+Writes benchmarks/results/pretrain_probe.json and .md.
+
+    python benchmarks/pretrain_probe.py                       # everything, ~1-2 h on 2 busy cores
+    python benchmarks/pretrain_probe.py --stages eval         # re-evaluate an existing run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+LANGUAGE_TEACHER = "caption_minilm"
+
+
+def run(cmd: list[str], log: Path) -> None:
+    print("$", " ".join(cmd), flush=True)
+    with log.open("a") as fh:
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def read_split(data_dir: Path, split: str) -> list[str]:
+    return [s.strip() for s in (data_dir / "splits" / f"{split}.txt").read_text().splitlines() if s.strip()]
+
+
+def stage_data(args, data_dir: Path) -> None:
+    if (data_dir / "classes.json").is_file():
+        return
+    run([sys.executable, "-m", "data.synth", "--scenes", str(args.scenes), "--out", str(data_dir), "--seed", str(args.seed),
+         "--density", str(args.density)], args.work / "data.log")
+
+
+def stage_lift(args, data_dir: Path) -> float:
+    """Lift the train rooms (symlinked into one folder for the lift CLI). Returns seconds."""
+    link_dir = data_dir / "lift_train"
+    link_dir.mkdir(exist_ok=True)
+    for sid in read_split(data_dir, "train"):
+        link = link_dir / sid
+        if not link.exists():
+            link.symlink_to(Path("..") / "scenes" / sid)
+    run([sys.executable, "-m", "encoder.lift", "--scenes", str(link_dir), "--teachers", "offline", "--views", str(args.views),
+         "--width", str(args.lift_width), "--height", str(args.lift_height)], args.work / "lift.log")
+    log = link_dir / "lift_log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    return float(sum(r.get("seconds", 0.0) for r in rows))
+
+
+def pretrain_config(args, data_dir: Path):
+    from encoder.pretrain import PretrainConfig
+
+    d = PretrainConfig.from_yaml(args.config).to_dict()
+    d["data"]["root"] = str(data_dir)
+    d["output_dir"] = str(args.work / "pretrain")
+    d["steps"] = args.steps
+    d["augment"]["max_points"] = args.max_points
+    return PretrainConfig.from_dict(d)
+
+
+def stage_train(args, data_dir: Path) -> dict:
+    from encoder.pretrain import train
+
+    cfg = pretrain_config(args, data_dir)
+    if (Path(cfg.output_dir) / "encoder" / "model.safetensors").is_file():
+        return json.loads((Path(cfg.output_dir) / "summary.json").read_text())
+    return train(cfg, resume="auto", progress=True)
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def encode_scene(encoder, scene, variant: str) -> torch.Tensor:
+    from encoder.inputs import scene_to_input
+
+    encoder.eval()
+    return encoder(scene.means, scene_to_input(scene, variant), torch.tensor([len(scene)]))
+
+
+def evaluate_encoder(encoder, heads, train_scenes, eval_scenes, class_names, text_encoder, probe_points: int, seed: int,
+                     probe_epochs: int = 20) -> dict:
+    """Zero-shot + linear-probe metrics of one encoder (+ its language projector) on eval_scenes."""
+    from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
+    from encoder.zeroshot import ZeroShotSegmenter
+
+    seg = ZeroShotSegmenter(class_names, text_encoder)
+    c = len(class_names)
+    gen = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for s in train_scenes:
+        f = encode_scene(encoder, s, encoder.config.variant)
+        lab = torch.nonzero(s.semantic >= 0).squeeze(1)
+        pick = lab[torch.randperm(lab.numel(), generator=gen)[:probe_points]]
+        xs.append(f[pick])
+        ys.append(s.semantic[pick])
+    t0 = time.time()
+    probe = train_linear_probe(torch.cat(xs), torch.cat(ys), c, LinearProbeConfig(epochs=probe_epochs, seed=seed))
+    probe_seconds = time.time() - t0
+    conf_zs = np.zeros((c, c + 1), dtype=np.int64)
+    feats, labels = [], []
+    for s in eval_scenes:
+        f = encode_scene(encoder, s, encoder.config.variant)
+        conf_zs += seg.confusion(heads.project(LANGUAGE_TEACHER, f), s.semantic)
+        feats.append(f)
+        labels.append(s.semantic)
+    zs = seg.metrics(conf_zs)
+    lp = evaluate_probe(probe, feats, labels, c, class_names)
+    keep = ("miou", "f_miou", "macc", "f_macc", "allacc")
+    return {"zero_shot": {k: zs[k] for k in keep}, "zero_shot_per_class_iou": zs.get("per_class_iou"),
+            "linear_probe": {k: lp[k] for k in ("miou", "macc", "allacc")}, "linear_probe_per_class_iou": lp.get("per_class_iou"),
+            "probe_train_seconds": probe_seconds}
+
+
+def stage_eval(args, data_dir: Path) -> dict:
+    from adapters.text import get_text_encoder
+    from data import load_scene
+    from encoder.heads import MultiTeacherHeads
+    from encoder.ptv3 import ChorusEncoder
+    from encoder.zeroshot import ZeroShotSegmenter
+
+    run_dir = args.work / "pretrain"
+    class_names = json.loads((data_dir / "classes.json").read_text())["class_names"]
+    text_encoder = get_text_encoder("minilm")
+    train_ids = read_split(data_dir, "train")
+    held_ids = read_split(data_dir, "val") + read_split(data_dir, "test")
+    train_scenes = [load_scene(data_dir / "scenes" / i) for i in train_ids]
+    held_scenes = [load_scene(data_dir / "scenes" / i) for i in held_ids]
+
+    # teacher ceiling: zero-shot on the lifted language targets themselves (train rooms)
+    seg = ZeroShotSegmenter(class_names, text_encoder)
+    conf = sum(seg.confusion(s.features[LANGUAGE_TEACHER][0].float(), s.semantic[s.features[LANGUAGE_TEACHER][1]])
+               for s in train_scenes if LANGUAGE_TEACHER in s.features)
+    ceiling = seg.metrics(conf)
+
+    trained = ChorusEncoder.from_pretrained(run_dir / "encoder")
+    heads = MultiTeacherHeads.from_pretrained(run_dir / "heads")
+    torch.manual_seed(args.seed)
+    random_enc = ChorusEncoder(trained.config)
+    random_heads = MultiTeacherHeads(heads.cfg)
+    out = {}
+    for name, enc, hd in (("pretrained", trained, heads), ("random_weights", random_enc, random_heads)):
+        t0 = time.time()
+        out[name] = evaluate_encoder(enc, hd, train_scenes, held_scenes, class_names, text_encoder, args.probe_points, args.seed)
+        out[name]["eval_seconds"] = time.time() - t0
+        print(name, json.dumps({k: out[name][k] for k in ("zero_shot", "linear_probe")}), flush=True)
+    out["teacher_ceiling_train_rooms"] = {k: ceiling[k] for k in ("miou", "f_miou", "macc", "allacc")}
+    out["held_out_scenes"] = held_ids
+    out["num_train_scenes"] = len(train_ids)
+    out["mean_gaussians_held_out"] = float(np.mean([len(s) for s in held_scenes]))
+    return out
+
+
+def stage_measure(args, data_dir: Path) -> dict:
+    """fwd+bwd of the small encoder on one cropped room: 1 vs 2 threads, agreement, bf16 autocast."""
+    from data import load_scene
+    from encoder.augment import crop
+    from encoder.config import EncoderConfig
+    from encoder.inputs import scene_to_input
+    from encoder.ptv3 import ChorusEncoder
+
+    scene = load_scene(data_dir / "scenes" / read_split(data_dir, "val")[0])
+    scene = crop(scene, args.max_points, scene.means.mean(0))
+    x, off = scene_to_input(scene, "gaussian"), torch.tensor([len(scene)])
+    torch.manual_seed(0)
+    enc = ChorusEncoder(EncoderConfig.small(drop_path=0.0)).eval()
+    res = {"points": len(scene)}
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        outs, times = [], []
+        for _ in range(3):
+            t0 = time.time()
+            y = enc(scene.means, x, off)
+            y.pow(2).mean().backward()
+            times.append(time.time() - t0)
+            outs.append(y.detach())
+        res[f"threads_{threads}"] = {"seconds_fwd_bwd": times, "max_abs_diff_between_runs": max(float((o - outs[0]).abs().max()) for o in outs)}
+    torch.set_num_threads(1)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            t0 = time.time()
+            enc(scene.means, x, off).float().pow(2).mean().backward()
+        res["bf16_autocast"] = {"seconds_fwd_bwd": time.time() - t0}
+    except Exception as err:  # spconv has no bf16 kernels: record what happened
+        res["bf16_autocast"] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+    torch.set_num_threads(before)
+    return res
+
+
+def markdown(res: dict) -> str:
+    ev = res.get("eval", {})
+    lines = ["# Pretraining evidence: synthetic rooms", "",
+             f"{res['num_scenes']} rooms (density {res['density']}, ~{ev.get('mean_gaussians_held_out', 0):.0f} Gaussians), "
+             f"{ev.get('num_train_scenes', '?')} train / {len(ev.get('held_out_scenes', []))} held-out (val+test); "
+             f"`small` encoder ({res.get('train', {}).get('encoder_params', 0) / 1e6:.1f}M params), "
+             f"{res.get('train', {}).get('end_step', '?')} steps, training {res.get('train', {}).get('seconds', 0) / 60:.1f} min, "
+             f"lifting {res.get('lift_seconds', 0) / 60:.1f} min on 2 shared CPU cores.", "",
+             "| encoder | zero-shot mIoU | zero-shot f-mIoU | linear-probe mIoU | linear-probe mAcc |", "|---|---|---|---|---|"]
+    for name in ("pretrained", "random_weights"):
+        if name in ev:
+            z, p = ev[name]["zero_shot"], ev[name]["linear_probe"]
+            lines.append(f"| {name} | {100 * z['miou']:.1f} | {100 * z['f_miou']:.1f} | {100 * p['miou']:.1f} | {100 * p['macc']:.1f} |")
+    if "teacher_ceiling_train_rooms" in ev:
+        c = ev["teacher_ceiling_train_rooms"]
+        lines.append(f"| lifted teacher targets (train rooms, ceiling) | {100 * c['miou']:.1f} | {100 * c['f_miou']:.1f} | - | - |")
+    lines += ["", f"Reproduce: `{res['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "pretrain_probe", help="data + run folder (not committed)")
+    p.add_argument("--config", default=str(ROOT / "configs" / "pretrain_synth.yaml"))
+    p.add_argument("--scenes", type=int, default=60)
+    p.add_argument("--density", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--views", type=int, default=8, help="lifting cameras per room")
+    p.add_argument("--lift-width", type=int, default=192, help="lifting render width (accumulated at half)")
+    p.add_argument("--lift-height", type=int, default=144)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--max-points", type=int, default=12000, help="training crop per room")
+    p.add_argument("--probe-points", type=int, default=4000, help="labelled Gaussians per train room for the linear probe")
+    p.add_argument("--stages", default="data,lift,train,eval,measure")
+    p.add_argument("--out", type=Path, default=RESULTS / "pretrain_probe.json")
+    args = p.parse_args(argv)
+    args.work = args.work.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # spconv's CPU convs are wrong and slow with >1 thread (see measure)
+    data_dir = args.work / "synth"
+    stages = set(args.stages.split(","))
+    res = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    res.update({"num_scenes": args.scenes if not (data_dir / "splits").is_dir() else
+                sum(len(read_split(data_dir, k)) for k in ("train", "val", "test")), "density": args.density, "views": args.views, "lift_size": [args.lift_width, args.lift_height], "steps": args.steps,
+                "max_points": args.max_points, "command": "python benchmarks/pretrain_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])})
+    if "data" in stages:
+        stage_data(args, data_dir)
+    if "lift" in stages:
+        res["lift_seconds"] = stage_lift(args, data_dir)
+    if "train" in stages:
+        res["train"] = stage_train(args, data_dir)
+    if "eval" in stages:
+        res["eval"] = stage_eval(args, data_dir)
+    if "measure" in stages:
+        res["measure"] = stage_measure(args, data_dir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
