@@ -189,7 +189,7 @@ class _WeightedScatter(torch.autograd.Function):
             grad_weight = torch.empty_like(weight)
             for s in range(0, weight.shape[0], ctx.chunk):
                 e = s + ctx.chunk
-                grad_weight[s:e] = (values[src[s:e]] * grad_out[dst[s:e]]).sum(-1)
+                grad_weight[s:e] = (values.index_select(0, src[s:e]) * grad_out.index_select(0, dst[s:e])).sum(-1)
         return grad_values, grad_weight, None, None, None, None
 
 
@@ -197,7 +197,7 @@ def _scatter_chunked(values, weight, src, dst, n_dst, chunk):
     out = values.new_zeros((n_dst, values.shape[1]))
     for s in range(0, weight.shape[0], chunk):
         e = s + chunk
-        out.index_add_(0, dst[s:e], values[src[s:e]] * weight[s:e, None])
+        out.index_add_(0, dst[s:e], values.index_select(0, src[s:e]) * weight[s:e, None])
     return out
 
 
@@ -325,7 +325,7 @@ class _CompositeWeights(torch.autograd.Function):
         log_keep = torch.log1p(-alpha).double()
         incl = torch.cumsum(log_keep, 0)
         first, segment = _segment_starts(pixel)
-        seg_base = (incl - log_keep)[first].index_select(0, segment)
+        seg_base = (incl - log_keep).index_select(0, torch.nonzero(first).squeeze(1)).index_select(0, segment)
         alive = counts
         if options.transmittance_stop > 0:
             alive = alive & ((incl - seg_base) > math.log(options.transmittance_stop))
@@ -348,7 +348,7 @@ class _CompositeWeights(torch.autograd.Function):
         first, segment = _segment_starts(pixel)
         last = torch.ones_like(first)
         last[:-1] = first[1:]
-        behind = (csum[last].index_select(0, segment) - csum).to(alpha.dtype)
+        behind = (csum.index_select(0, torch.nonzero(last).squeeze(1)).index_select(0, segment) - csum).to(alpha.dtype)
         grad_alpha = grad_weight * transmittance - behind / (1 - alpha)
         grad_alpha = grad_alpha * (alpha < ctx.max_alpha)
         gauss_val = alpha / opac
