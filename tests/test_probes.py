@@ -1,0 +1,90 @@
+"""Decoder probe, data-efficient protocol and kNN voting on toy scenes."""
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.data_efficient import DataEfficientConfig, limit_annotations, pick_scenes, run_data_efficient
+from encoder.decoder_probe import DecoderProbeConfig, evaluate_decoder_probe, knn_indices, train_decoder_probe
+from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
+from encoder.zeroshot import knn_vote
+
+
+def test_knn_indices_match_brute_force():
+    xyz = torch.rand(60, 3, generator=torch.Generator().manual_seed(0))
+    idx = knn_indices(xyz, 5)
+    d = torch.cdist(xyz, xyz)
+    d.fill_diagonal_(float("inf"))
+    brute = d.topk(5, largest=False).indices
+    assert torch.equal(idx.sort(1).values, brute.sort(1).values)
+
+
+def test_knn_vote_on_toy_scene_matches_brute_force_majority():
+    g = torch.Generator().manual_seed(1)
+    src = torch.rand(200, 3, generator=g)
+    labels = (src[:, 0] > 0.5).long() + 2 * (src[:, 1] > 0.5).long()
+    labels[torch.rand(200, generator=g) < 0.1] = -1  # rejected points do not vote
+    query = torch.rand(50, 3, generator=g)
+    got = knn_vote(src, labels, query, k=7, num_classes=4)
+    nearest = torch.cdist(query, src).topk(7, largest=False).indices
+    for q in range(50):
+        votes = labels[nearest[q]]
+        votes = votes[votes >= 0]
+        expected = -1 if len(votes) == 0 else int(torch.bincount(votes, minlength=4).argmax())
+        assert int(got[q]) == expected
+    # far from the quadrant borders the vote recovers the quadrant label
+    inner = ((query[:, :2] - 0.5).abs() > 0.15).all(1)
+    truth = (query[:, 0] > 0.5).long() + 2 * (query[:, 1] > 0.5).long()
+    assert (got[inner] == truth[inner]).float().mean() > 0.9
+
+
+def noisy_neighbourhood_scene(seed: int, n: int = 1000):
+    """Labels are spatial stripes; each point's feature is a weak class signal under strong noise,
+    so a single point is ambiguous but its neighbourhood average is not."""
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.rand(n, 3, generator=g) * torch.tensor([3.0, 1.0, 1.0])
+    labels = (xyz[:, 0] // 1.0).long().clamp(max=2)
+    feats = 0.6 * torch.eye(3)[labels] @ torch.randn(3, 12, generator=torch.Generator().manual_seed(7)) + torch.randn(n, 12, generator=g)
+    return xyz, feats, labels
+
+
+def test_decoder_probe_uses_neighbourhood_context():
+    train = [noisy_neighbourhood_scene(s) for s in range(2)]
+    val = [noisy_neighbourhood_scene(s) for s in (10,)]
+    knn_train = [knn_indices(x, 16) for x, _, _ in train]
+    knn_val = [knn_indices(x, 16) for x, _, _ in val]
+    cfg = DecoderProbeConfig(hidden=32, epochs=6, batch_size=512, lr=1e-2)
+    dec = train_decoder_probe([f for _, f, _ in train], knn_train, [y for _, _, y in train], 3, cfg)
+    dec_m = evaluate_decoder_probe(dec, [f for _, f, _ in val], knn_val, [y for _, _, y in val], 3)
+    lin = train_linear_probe(torch.cat([f for _, f, _ in train]), torch.cat([y for _, _, y in train]), 3, LinearProbeConfig(epochs=10))
+    lin_m = evaluate_probe(lin, [f for _, f, _ in val], [y for _, _, y in val], 3)
+    assert dec_m["miou"] > lin_m["miou"] + 0.1
+    assert dec_m["miou"] > 0.7
+
+
+def test_subsets_for_the_data_efficient_protocol():
+    assert pick_scenes(10, 0.01, 0) == pick_scenes(10, 0.01, 0) and len(pick_scenes(10, 0.01, 0)) == 1
+    assert len(pick_scenes(10, 0.2, 3)) == 2 and len(set(pick_scenes(100, 0.2, 3))) == 20
+    y = torch.tensor([0, 1, -1, 2, 2, 1, -1, 0])
+    lim = limit_annotations(y, 3, seed=0)
+    kept = lim >= 0
+    assert int(kept.sum()) == 3 and torch.equal(lim[kept], y[kept]) and bool((y[kept] >= 0).all())
+    assert int((limit_annotations(y, 100, 0) >= 0).sum()) == 6
+
+
+def test_run_data_efficient_on_separable_toy_features():
+    g = torch.Generator().manual_seed(0)
+
+    def scene():
+        y = torch.randint(0, 3, (120,), generator=g)
+        return torch.eye(3)[y] * 3 + 0.3 * torch.randn(120, 3, generator=g), y
+
+    train = [scene() for _ in range(10)]
+    val = [scene()]
+    cfg = DataEfficientConfig(scene_fractions=(0.1, 0.2), points_per_scene=(20,), seeds=(0,),
+                              probe=LinearProbeConfig(epochs=5, batch_size=256, lr=0.05), min_steps=100)
+    res = run_data_efficient([f for f, _ in train], [y for _, y in train], [f for f, _ in val], [y for _, y in val], 3, cfg)
+    assert [r["scenes"] for r in res["limited_scenes"]] == [1, 2]
+    assert len(res["limited_annotations"]) == 1 and len(res["limited_annotations"][0]["runs"]) == 1
+    assert res["full"] > 0.95, res
+    assert all(r["miou"] > 0.85 for r in res["limited_scenes"] + res["limited_annotations"])
