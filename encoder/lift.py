@@ -39,7 +39,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -124,7 +123,7 @@ def accumulate_pixels(scene: GaussianScene, camera, pixel_values: Tensor) -> Ten
     """sum_p w_ip v_p [N, C] for pixel_values [H, W, C] (the numerator of Eq. 3 for one view).
 
     On CPU this builds the [N, H*W] compositing-weight matrix from :func:`data.render.pair_weights` as a
-    sparse CSR matrix and multiplies once: for hundreds of channels that is ~10x faster than
+    sparse COO matrix and multiplies once: for hundreds of channels that is ~10x faster than
     ``accumulate_to_gaussians``' chunked ``index_add_``. On CUDA it defers to ``accumulate_to_gaussians``
     (gsplat). Both give the same sums (tested against a dense brute force).
     """
@@ -138,9 +137,7 @@ def accumulate_pixels(scene: GaussianScene, camera, pixel_values: Tensor) -> Ten
     values = pixel_values.reshape(-1, pixel_values.shape[-1]).to(pairs.weight.dtype)
     matrix = torch.sparse_coo_tensor(torch.stack([pairs.gaussian, pairs.pixel]), pairs.weight, (len(scene), values.shape[0]),
                                      check_invariants=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return (matrix.coalesce().to_sparse_csr() @ values).to_dense()
+    return torch.sparse.mm(matrix, values)  # COO x dense: ~2x faster here than converting to CSR first
 
 
 def finalize_lift(weighted_sum: Tensor, weight: Tensor, min_weight: float) -> tuple[Tensor, Tensor]:
