@@ -15,12 +15,14 @@ Math (3DGS / gsplat "classic" mode), for Gaussian i and pixel centre p = (col + 
     colour_p = sum_i w_ip c_i + (1 - alpha_p) background,  alpha_p = sum_i w_ip,
     depth_p  = sum_i w_ip z_i / alpha_p  (0 where alpha_p == 0),  weights_i = sum_p w_ip.
 
-The fast path (:func:`composite_pairs`) never builds the dense [pixels, Gaussians] matrix: it lists
-(Gaussian, pixel) pairs inside each Gaussian's tight bounding box of the cutoff ellipse, drops pairs
-under the alpha threshold, sorts the survivors by (pixel, depth) with one radix sort, turns a
-segmented cumulative sum of log(1 - alpha) into transmittance and reduces with index_add. Everything
-is differentiable by autograd; the reductions use a custom function whose backward recomputes what
-it needs instead of storing [pairs, channels] products.
+The fast path (:func:`composite_pairs`) never builds the dense [pixels, Gaussians] matrix: it walks
+each Gaussian's cutoff ellipse row by row to list its (Gaussian, pixel) pairs (in chunks; later
+chunks skip pixels that nearer chunks already made opaque), sorts them by (pixel, depth) with one
+stable radix sort, and turns a segmented float64 cumulative sum of log(1 - alpha) into
+transmittance. Compositing weights have a hand-written backward (:class:`_CompositeWeights`) and
+the reductions into pixels or Gaussians use a custom function whose backward recomputes products
+instead of storing [pairs, channels] tensors; the per-Gaussian projection is plain autograd.
+:func:`dense_weights_reference` is the brute-force twin the tests compare against.
 """
 
 from __future__ import annotations

@@ -332,3 +332,15 @@ def test_view_dependent_sh_colours():
     torch.testing.assert_close(back[0], torch.tensor([0.5, 0.5, 0.5]) + 0.4886025119029199 * torch.tensor([0.2, -0.1, 0.0]))
     scene = GaussianScene(**p, sh_rest=sh_rest)
     torch.testing.assert_close(rasterize(scene, cam, options=RasterOptions(sh_degree=1)).color, view.color)
+
+
+@pytest.mark.slow
+def test_fast_path_matches_brute_force_on_a_larger_room():
+    from tests.test_camera import box_room
+
+    scene = box_room(n=6000)
+    cam = look_at((0.7, 0.6, 1.5), (5, 4, 0.8), width=96, height=72, fov_deg=80)
+    fast = rasterize(scene, cam, options=RasterOptions(max_pairs_per_chunk=20_000))
+    ref = rasterize_reference(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, cam)
+    for name in ("color", "depth", "alpha", "weights"):
+        torch.testing.assert_close(getattr(fast, name), getattr(ref, name), atol=5e-5, rtol=1e-4)
