@@ -103,7 +103,8 @@ class SiglipTextEncoder:
             raise ValueError(f"{source}: field 'model_type': is {config.model_type!r}, expected 'siglip' or 'siglip2'")
         self.model = AutoModel.from_pretrained(source).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.dim = int(config.text_config.projection_size if getattr(config.text_config, "projection_size", None) else config.text_config.hidden_size)
+        text_cfg = config.text_config
+        self.dim = int(getattr(text_cfg, "projection_size", None) or text_cfg.hidden_size)
         self.max_length = int(getattr(config.text_config, "max_position_embeddings", 64))
 
     @torch.no_grad()
@@ -124,7 +125,11 @@ class OpenClipTextEncoder:
 
         self.name = f"openclip:{spec}"
         self.model, _, self.tokenizer = open_clip_model(spec)
-        self.dim = int(self.model.text_projection.shape[1]) if getattr(self.model, "text_projection", None) is not None else int(self.model.token_embedding.weight.shape[1])
+        projection = getattr(self.model, "text_projection", None)
+        if isinstance(projection, torch.Tensor):
+            self.dim = int(projection.shape[1])
+        else:  # HF-text-tower models project inside encode_text: ask the model
+            self.dim = int(self.model.encode_text(self.tokenizer(["a"])).shape[-1])
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> Tensor:

@@ -19,9 +19,9 @@ folders. Supported sources:
   ``ln_post`` are multiplied by the visual projection so they live in the joint
   image-text space (MaskCLIP-style read-out).
 
-Every teacher resizes its input to patch multiples (keeping the aspect ratio
-where the model allows it), normalises with the checkpoint's mean/std, and
-returns unit-norm features ``[B, D, h, w]``.
+Every teacher takes ``device=`` (default CPU), moves its input there, resizes it
+to patch multiples (keeping the aspect ratio where the model allows it), normalises with the checkpoint's mean/std, and
+returns unit-norm features ``[B, D, h, w]`` on that device.
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ def tokens_to_grid(tokens: Tensor, h: int, w: int) -> Tensor:
     return F.normalize(grid.float(), dim=1)
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _image_stats(source: str, default_mean, default_std) -> tuple[tuple, tuple]:
     """mean/std from the checkpoint's preprocessor_config.json when it has one, else the family default."""
     try:
@@ -81,7 +85,8 @@ class SiglipTeacher:
 
     kind = "language"
 
-    def __init__(self, source: str, resolution: int | None = None, max_num_patches: int | None = None, name: str | None = None):
+    def __init__(self, source: str, resolution: int | None = None, max_num_patches: int | None = None, name: str | None = None,
+                 device: str | None = None):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(source)
@@ -99,6 +104,7 @@ class SiglipTeacher:
             self.naflex = True
         else:
             raise ValueError(f"{source}: field 'model_type': is {config.model_type!r}, expected 'siglip' or 'siglip2'")
+        self.model.to(device or "cpu")
         self.patch = int(vision_cfg.patch_size)
         self.dim = int(vision_cfg.hidden_size)
         self.resolution = int(resolution or getattr(vision_cfg, "image_size", 512) or 512)
@@ -116,7 +122,7 @@ class SiglipTeacher:
 
     @torch.no_grad()
     def encode(self, inp: TeacherInput) -> Tensor:
-        x = inp.images.float()
+        x = inp.images.float().to(_device(self.model))
         if self.naflex:
             size = self._naflex_size(*x.shape[-2:])
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -130,8 +136,8 @@ class SiglipTeacher:
             patches = x.reshape(b, c, h, self.patch, w, self.patch).permute(0, 2, 4, 3, 5, 1).reshape(b, h * w, -1)
             out = self.model(
                 pixel_values=patches,
-                pixel_attention_mask=torch.ones(b, h * w, dtype=torch.long),
-                spatial_shapes=torch.tensor([[h, w]] * b, dtype=torch.long),
+                pixel_attention_mask=torch.ones(b, h * w, dtype=torch.long, device=x.device),
+                spatial_shapes=torch.tensor([[h, w]] * b, dtype=torch.long, device=x.device),
             )
         else:
             out = self.model(pixel_values=x, interpolate_pos_encoding=(hh, ww) != (self.resolution, self.resolution))
@@ -144,13 +150,13 @@ class DinoTeacher:
     kind = "generalist"
     model_types = ("dinov2", "dinov2_with_registers", "dinov3_vit")
 
-    def __init__(self, source: str, resolution: int | None = None, name: str | None = None):
+    def __init__(self, source: str, resolution: int | None = None, name: str | None = None, device: str | None = None):
         from transformers import AutoConfig, AutoModel
 
         config = AutoConfig.from_pretrained(source)
         if config.model_type not in self.model_types:
             raise ValueError(f"{source}: field 'model_type': is {config.model_type!r}, expected one of {self.model_types}")
-        self.model = AutoModel.from_pretrained(source).eval()
+        self.model = AutoModel.from_pretrained(source).eval().to(device or "cpu")
         self.patch = int(config.patch_size)
         self.dim = int(config.hidden_size)
         self.resolution = int(resolution or getattr(config, "image_size", 224))
@@ -159,7 +165,7 @@ class DinoTeacher:
 
     @torch.no_grad()
     def encode(self, inp: TeacherInput) -> Tensor:
-        x = normalise(resize_to_patch_grid(inp.images.float(), self.resolution, self.patch), self.mean, self.std)
+        x = normalise(resize_to_patch_grid(inp.images.float().to(_device(self.model)), self.resolution, self.patch), self.mean, self.std)
         h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
         out = self.model(pixel_values=x)
         return tokens_to_grid(out.last_hidden_state, h, w)
@@ -182,14 +188,14 @@ class PESpatialTeacher:
 
     kind = "object"
 
-    def __init__(self, source: str, resolution: int | None = None, name: str | None = None):
+    def __init__(self, source: str, resolution: int | None = None, name: str | None = None, device: str | None = None):
         import timm
 
         model_name, pretrained = _timm_model_name(source)
         base = model_name.split(":")[-1].split("/")[-1]
         if not model_name.startswith("local-dir:") and "pe_spatial" not in base:
             raise ValueError(f"PE-Spatial source {source!r}: expected a timm 'vit_pe_spatial_*' model, Hub id or local folder")
-        self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, dynamic_img_size=True).eval()
+        self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, dynamic_img_size=True).eval().to(device or "cpu")
         cfg = self.model.pretrained_cfg
         self.patch = int(self.model.patch_embed.patch_size[0])
         self.dim = int(self.model.num_features)
@@ -199,7 +205,7 @@ class PESpatialTeacher:
 
     @torch.no_grad()
     def encode(self, inp: TeacherInput) -> Tensor:
-        x = normalise(resize_to_patch_grid(inp.images.float(), self.resolution, self.patch), self.mean, self.std)
+        x = normalise(resize_to_patch_grid(inp.images.float().to(_device(self.model)), self.resolution, self.patch), self.mean, self.std)
         h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
         return tokens_to_grid(self.model.forward_features(x), h, w)
 
@@ -234,8 +240,9 @@ class OpenClipTeacher:
 
     kind = "language"
 
-    def __init__(self, source: str, name: str | None = None):
+    def __init__(self, source: str, name: str | None = None, device: str | None = None):
         self.model, self.preprocess, _ = open_clip_model(source)
+        self.model.to(device or "cpu")
         visual = self.model.visual
         if not hasattr(visual, "conv1") or not hasattr(visual, "output_tokens"):
             raise ValueError(f"OpenCLIP source {source!r}: dense features need an OpenCLIP VisionTransformer, got {type(visual).__name__}")
@@ -247,7 +254,7 @@ class OpenClipTeacher:
     @torch.no_grad()
     def encode(self, inp: TeacherInput) -> Tensor:
         size = self.preprocess["size"]  # absolute position embeddings: only the native size works
-        x = F.interpolate(inp.images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(inp.images.float().to(_device(self.model)), size=size, mode="bilinear", align_corners=False, antialias=True)
         x = normalise(x, self.preprocess["mean"], self.preprocess["std"])
         _, tokens = self.model.visual(x)  # [B, h*w, width] after ln_post
         if self.model.visual.proj is not None:
