@@ -129,8 +129,8 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     # torch CPU threads during training (0 = leave torch's default). 1 is the measured best on our
-    # shared 2-core machines: spconv's CPU convs are 5-10x slower with 2 threads under load and
-    # return run-to-run different (wrong) outputs from the second call on (see the report).
+    # shared, busy 2-core machines: one fwd+bwd of the small encoder took 2.3 s with 1 thread and
+    # 40-55 s with 2 (OpenMP threads fighting other processes; benchmarks/results/pretrain_probe.json).
     threads: int = 1
 
     def __post_init__(self):
