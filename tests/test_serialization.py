@@ -49,6 +49,14 @@ def test_hilbert_is_a_hilbert_curve(depth):
     assert path[0].tolist() == [0, 0, 0]
 
 
+def test_hilbert_first_level_is_the_reflected_gray_code():
+    """Known answer: the 2x2x2 Hilbert cell visits cells in binary-reflected Gray code order (x, y, z bits)."""
+    gray = [i ^ (i >> 1) for i in range(8)]
+    expected = [[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in gray]
+    cells = all_cells(1)
+    assert cells[torch.argsort(hilbert_encode(cells, 1))].tolist() == expected
+
+
 @pytest.mark.parametrize("order", ["z", "z-trans", "hilbert", "hilbert-trans"])
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_codes_nest_across_levels(order, depth):
