@@ -190,30 +190,39 @@ def _enclosed(candidates: np.ndarray, wall_xy: np.ndarray, n_sectors: int = 8, m
     return out
 
 
-def central_view_depth(camera: Camera, points, central_fraction: float = 0.5, cells: int = 8) -> float:
-    """Median over a ``cells`` x ``cells`` grid on the central part of the image of the nearest depth of ``points``.
+def central_view_depth(camera: Camera, scene: GaussianScene, central_fraction: float = 0.5, downscale: int = 4) -> float:
+    """Median rendered depth over the central part of the view (pixels with alpha < 0.5 count as infinitely far).
 
-    A coarse z-buffer of the points [M, 3] (tensor or array): it measures how far the visible surface
-    is, where a median over raw points would favour far, obliquely seen surfaces (they hold more
-    points per pixel). Empty cells count as infinitely far; returns inf when every cell is empty.
+    Renders a ``downscale`` times smaller image with the same field of view. Rendering (rather than a
+    median over projected centres) sees a close wall even when its splats are sparse and large.
     """
-    pts = points.detach().cpu().double().numpy() if isinstance(points, Tensor) else np.asarray(points, dtype=np.float64)
-    w2c = camera.world_to_cam.detach().cpu().double().numpy()
-    K = camera.K.detach().cpu().double().numpy()
-    pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    front = pc[:, 2] > camera.near
-    pc = pc[front]
-    z = pc[:, 2]
-    u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / camera.width
-    v = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / camera.height
-    ru, rv = (u - 0.5) / central_fraction + 0.5, (v - 0.5) / central_fraction + 0.5
-    inside = (ru >= 0) & (ru < 1) & (rv >= 0) & (rv < 1)
-    if not inside.any():
-        return math.inf
-    flat = np.minimum((rv[inside] * cells).astype(np.int64), cells - 1) * cells + np.minimum((ru[inside] * cells).astype(np.int64), cells - 1)
-    nearest = np.full(cells * cells, np.inf)
-    np.minimum.at(nearest, flat, z[inside])
-    return float(np.median(nearest))
+    from .render import rasterize  # render imports this module
+
+    width, height = max(camera.width // downscale, 8), max(camera.height // downscale, 6)
+    K = camera.K.clone()
+    K[0] *= width / camera.width
+    K[1] *= height / camera.height
+    small = Camera(K, camera.world_to_cam, width, height, camera.near, camera.far)
+    with torch.no_grad():
+        out = rasterize(scene, small.to(scene.device), backend="torch")
+    h0, w0 = int(height * (1 - central_fraction) / 2), int(width * (1 - central_fraction) / 2)
+    depth = out.depth[h0:height - h0, w0:width - w0]
+    alpha = out.alpha[h0:height - h0, w0:width - w0]
+    depth = torch.where(alpha >= 0.5, depth, torch.full_like(depth, math.inf))
+    return float(depth.double().flatten().median())
+
+
+def depth_proxy(scene: GaussianScene, max_gaussians: int = 20000, seed: int = 0) -> GaussianScene:
+    """A cheaper stand-in for depth tests: a random subset of at most ``max_gaussians`` splats whose scales grow
+    by sqrt(N / M), so surfaces stay covered (splats on surfaces share the area between them)."""
+    n = len(scene)
+    if n <= max_gaussians:
+        return scene
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(n)[:max_gaussians])).to(scene.device)
+    sub = GaussianScene(means=scene.means.detach()[keep], quats=scene.quats.detach()[keep],
+                        scales=scene.scales.detach()[keep] * math.sqrt(n / max_gaussians),
+                        opacities=scene.opacities.detach()[keep], colors=scene.colors.detach()[keep], name=scene.name)
+    return sub
 
 
 MIN_ROOM_EXTENT = 1.5  # metres; a scene narrower than this (x or y) is treated as an object, not a room
@@ -230,12 +239,15 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
     when it is at least ``min_clearance`` from every Gaussian centre and horizontal rays from it
     meet scene content in at least 7 of 8 directions (it is inside the room). ``n_positions`` are
     chosen by farthest-point sampling. Each gets ``n_directions`` evenly spaced yaw angles (random
-    offset) with a ``pitch_deg`` (±3°) downward pitch; a view is dropped when the median visible depth
-    in the central half of the image (:func:`central_view_depth`) is below ``min_view_depth`` (it faces
-    a wall) or it sees nothing there. So up to ``n_positions * n_directions`` cameras are returned, grouped by
-    position. If no free position exists, or the footprint is narrower than ``MIN_ROOM_EXTENT`` (an
-    object scan rather than a room), ``n_positions * n_directions`` cameras orbit the
-    scene's centre looking inwards instead. Deterministic for a given ``seed``.
+    offset) with a ``pitch_deg`` (±3°) downward pitch. A view is dropped when the median visible
+    depth in the central half of the image (:func:`central_view_depth`, rendered small from
+    :func:`depth_proxy`) is below ``min_view_depth`` (it faces a wall) or it sees nothing there;
+    positions whose views are all dropped are replaced by the next in farthest-point order. So up to
+    ``n_positions * n_directions`` cameras are returned, grouped by position.
+
+    If no free position exists, or the footprint is narrower than ``MIN_ROOM_EXTENT`` (an object
+    scan rather than a room), ``n_positions * n_directions`` cameras orbit the scene's centre
+    looking inwards instead. Deterministic for a given ``seed``.
     """
     if n_positions < 1 or n_directions < 1:
         raise ValueError(f"sample_views: n_positions={n_positions}, n_directions={n_directions}, expected >= 1")
@@ -264,8 +276,8 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
         band = band[np.random.default_rng(seed + 1).permutation(len(band))[:4000]]
         free = free[_enclosed(free[:, :2], band[:, :2])]
 
-    points = means[np.random.default_rng(seed + 2).permutation(len(means))[:30000]]
     pitch = math.radians(pitch_deg)
+    proxy = depth_proxy(scene, seed=seed)
     cameras: list[Camera] = []
     if len(free):
         order = _farthest_point_order(free, len(free), int(rng.integers(len(free))))
@@ -278,7 +290,7 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
             for k in range(n_directions):
                 cam = _camera_from_yaw_pitch(free[idx], yaw0 + 2 * math.pi * k / n_directions,
                                              pitch + math.radians(rng.uniform(-3, 3)), **cam_kw)
-                if min_view_depth <= central_view_depth(cam, points) < math.inf:
+                if min_view_depth <= central_view_depth(cam, proxy) < math.inf:
                     views.append(cam)
             if views:
                 cameras.extend(views)

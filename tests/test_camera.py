@@ -116,17 +116,17 @@ def _distance_to_box_wall(position, direction, size=ROOM):
 def test_sample_views_do_not_face_a_close_wall():
     scene = box_room(with_table=False)
     min_depth = 1.5
-    cams = sample_views(scene, n_positions=6, n_directions=8, width=64, height=48, min_view_depth=min_depth, seed=0)
+    cams = sample_views(scene, n_positions=4, n_directions=6, width=64, height=48, min_view_depth=min_depth, seed=0)
     assert cams
     for i, cam in enumerate(cams):
         # independent checks: distance to the wall along the view ray, and (for a few) rendered depth at the centre
         assert _distance_to_box_wall(cam.position, cam.forward) >= 0.8 * min_depth
-        if i % 6 == 0:
+        if i % 4 == 0:
             with torch.no_grad():
                 out = rasterize(scene, cam)
             assert float(out.depth[20:28, 28:36].median()) >= 0.8 * min_depth
     # with a lower limit more views survive
-    loose = sample_views(scene, n_positions=6, n_directions=8, width=64, height=48, min_view_depth=0.1, seed=0)
+    loose = sample_views(scene, n_positions=4, n_directions=6, width=64, height=48, min_view_depth=0.1, seed=0)
     assert len(loose) >= len(cams)
 
 
