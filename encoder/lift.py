@@ -204,7 +204,8 @@ def lift_scene(
         if scene.instance is None:
             wanted = [t.name for t in teachers if _needs_instances(t)]
             raise ValueError(f"scene '{scene.name}': field 'instance' is None, but teachers {wanted} need instance labels")
-        codes, ids = instance_one_hot(scene.instance.cpu())
+        codes, ids = instance_one_hot(scene.instance.cpu())  # [N, K+1]: fine for tens..hundreds of instances
+        codes = codes.to(scene.device)
 
     n = len(scene)
     sums = {t.name: torch.zeros(n, t.dim) for t in teachers}
@@ -251,7 +252,7 @@ def lift_scene(
         for cam in iterator:
             tic = time.perf_counter()
             out = rasterize(scene, cam, features=codes)
-            inst = decode_instance_map(out.features, out.alpha, ids, cfg.min_alpha) if need_instances else None
+            inst = decode_instance_map(out.features.cpu(), out.alpha.cpu(), ids, cfg.min_alpha) if need_instances else None
             pending.append((cam, out.color.detach().cpu(), inst))
             clock["render"] += time.perf_counter() - tic
             if len(pending) >= cfg.teacher_batch:
