@@ -344,3 +344,21 @@ def test_fast_path_matches_brute_force_on_a_larger_room():
     ref = rasterize_reference(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, cam)
     for name in ("color", "depth", "alpha", "weights"):
         torch.testing.assert_close(getattr(fast, name), getattr(ref, name), atol=5e-5, rtol=1e-4)
+
+
+def test_non_finite_gaussians_are_skipped():
+    p = random_gaussians(30, seed=8, dtype=torch.float32)
+    cam = front_camera()
+    clean = rasterize_gaussians(*tensors(p), cam)
+    bad = {k: v.clone() for k, v in p.items()}
+    bad["means"][3, 0] = float("nan")
+    bad["scales"][5] = float("inf")
+    bad["opacities"][7] = float("nan")
+    out = rasterize_gaussians(*tensors(bad), cam)
+    keep = torch.ones(30, dtype=torch.bool)
+    keep[[3, 5, 7]] = False
+    ref = rasterize_gaussians(*[t[keep] for t in tensors(p)], cam)
+    assert torch.isfinite(out.color).all() and torch.isfinite(out.weights).all()
+    torch.testing.assert_close(out.color, ref.color)
+    torch.testing.assert_close(out.weights[keep], ref.weights)
+    assert float(out.weights[~keep].abs().sum()) == 0 and float(clean.alpha.sum()) > 0
