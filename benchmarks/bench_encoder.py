@@ -10,7 +10,7 @@ Modes: ``forward`` (eval, no grad, one pass over the whole scene),
 ``forward_backward`` (train mode, loss = mean of the output),
 ``encode`` (``EncoderPredictor.encode``: chunked with overlap when N > chunk size).
 
-    python benchmarks/bench_encoder.py                       # the default plan (~10 min on 2 cores)
+    python benchmarks/bench_encoder.py --threads 1           # the default plan (~15 min on 2 shared cores)
     python benchmarks/bench_encoder.py --cases small:100000:forward --threads 2
     python benchmarks/bench_encoder.py --device cuda         # on a GPU machine
 """
@@ -41,12 +41,19 @@ DEFAULT_CASES = [
     "paper:20000:forward",
     "paper:20000:forward_backward",
     "paper:100000:forward",
+    "paper:500000:forward",
+    "paper:1000000:encode",
 ]
 SKIPPED = {
-    "paper:500000": "forward alone extrapolates to >5 min on 2 CPU cores (12 blocks of 384 channels at stage 3)",
-    "paper:1000000": "same; the paper itself needs ~22 GiB of GPU memory for 500k",
-    "paper:forward_backward>20000": "forward+backward at 100k extrapolates to >6 min on 2 CPU cores",
+    "paper:forward_backward above 20k": "20k already takes ~30 s of CPU and 7.8 GiB; the paper config is not trained on CPU",
+    "small:1000000:forward_backward": "training uses sphere crops / rooms of 20k-200k Gaussians",
 }
+NOTE = (
+    "wall_s is elapsed time, cpu_s process CPU time (all threads). Measured with --threads 1 while other jobs shared "
+    "the 2 cores (load_avg_before ~10-13, so this process got roughly a third of a core): cpu_s is the better estimate "
+    "of single-core cost. With 2 threads on such a loaded machine OpenMP barriers inflate wall time 3-5x "
+    "(small 20k forward: 29.9 s wall / 6.1 s CPU), so the default plan uses one thread."
+)
 
 
 def rss_gib() -> float:
@@ -172,8 +179,7 @@ def main(argv=None) -> int:
         results.append(record)
     summary = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "note": "wall_s is elapsed time; cpu_s is process CPU time (all threads). The machine was shared with other jobs "
-        "(see load_avg_before): with 2 threads on a loaded 2-core machine, OpenMP waits inflate wall time several-fold.",
+        "note": NOTE,
         "skipped": SKIPPED,
         "results": results,
     }
