@@ -292,7 +292,7 @@ def adapt_encoder(encoder, heads, scenes: list, cfg: AdaptConfig | None = None, 
             sched.step()
             log.append({"step": step, "loss": float(loss.detach()), **parts})
             if progress:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         train_seconds = time.perf_counter() - tic
         lora = lora_state_dict(encoder)
         merge_lora(encoder)

@@ -97,3 +97,25 @@ def test_run_data_efficient_on_separable_toy_features():
     assert len(res["limited_annotations"]) == 1 and len(res["limited_annotations"][0]["runs"]) == 1
     assert res["full"] > 0.95, res
     assert all(r["miou"] > 0.85 for r in res["limited_scenes"] + res["limited_annotations"])
+
+
+def test_full_finetune_learns_a_toy_room_and_trains_the_encoder():
+    from data import GaussianScene
+    from encoder.config import EncoderConfig
+    from encoder.finetune import FinetuneConfig, finetune, predict
+    from encoder.ptv3 import ChorusEncoder
+
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    labels = torch.arange(n) % 3
+    means = torch.rand(n, 3, generator=g) + labels[:, None] * torch.tensor([1.5, 0.0, 0.0])
+    colors = torch.eye(3)[labels] * 0.8 + 0.1
+    q = torch.zeros(n, 4)
+    q[:, 0] = 1
+    scene = GaussianScene(means=means, quats=q, scales=torch.full((n, 3), 0.03), opacities=torch.ones(n), colors=colors)
+    enc = ChorusEncoder(EncoderConfig.small(channels=(16, 32), depths=(1, 1), heads=(2, 4), patch_size=64, grid_size=0.1, drop_path=0.0))
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    model, log = finetune(enc, [scene], [labels], 3, FinetuneConfig(steps=30, lr=1e-2, max_points=500), progress=False)
+    assert np.mean([r["loss"] for r in log[-5:]]) < 0.5 * np.mean([r["loss"] for r in log[:5]])
+    assert (predict(model, scene) == labels).float().mean() > 0.9
+    assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
