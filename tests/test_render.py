@@ -1,7 +1,5 @@
 """The Gaussian rasterizer against analytic footprints, compositing invariants, finite differences and its brute-force twin."""
 
-import math
-
 import pytest
 import torch
 
