@@ -164,17 +164,16 @@ def _camera_from_yaw_pitch(eye: np.ndarray, yaw: float, pitch: float, **kw) -> C
     return look_at(eye, eye + direction, (0, 0, 1), **kw)
 
 
-def _farthest_point_order(points: np.ndarray, count: int, first: int) -> list[int]:
-    """Indices of ``count`` points chosen greedily, each farthest from those already chosen."""
-    chosen = [first]
+def _farthest_point_order(points: np.ndarray, first: int):
+    """Yield indices of ``points``, each next one farthest from those already yielded (lazy farthest-point sampling)."""
+    yield first
     dist = np.linalg.norm(points - points[first], axis=1)
-    for _ in range(min(count, len(points)) - 1):
+    for _ in range(len(points) - 1):
         nxt = int(np.argmax(dist))
         if dist[nxt] <= 0:
-            break
-        chosen.append(nxt)
+            return
+        yield nxt
         dist = np.minimum(dist, np.linalg.norm(points - points[nxt], axis=1))
-    return chosen
 
 
 def _enclosed(candidates: np.ndarray, wall_xy: np.ndarray, n_sectors: int = 8, min_sectors: int = 7) -> np.ndarray:
@@ -280,7 +279,7 @@ def sample_views(scene: GaussianScene, n_positions: int = 8, n_directions: int =
     proxy = depth_proxy(scene, seed=seed)
     cameras: list[Camera] = []
     if len(free):
-        order = _farthest_point_order(free, len(free), int(rng.integers(len(free))))
+        order = _farthest_point_order(free, int(rng.integers(len(free))))
         used = 0
         for idx in order:
             if used >= n_positions:
