@@ -28,6 +28,7 @@ instead of storing [pairs, channels] tensors; the per-Gaussian projection is pla
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -196,8 +197,23 @@ class _WeightedScatter(torch.autograd.Function):
 
 
 def _scatter_chunked(values, weight, src, dst, n_dst, chunk):
-    out = values.new_zeros((n_dst, values.shape[1]))
-    for s in range(0, weight.shape[0], chunk):
+    """out[dst_k] += weight_k values[src_k] as a CSR sparse-dense product (rows must be sorted by dst: sorted
+    here unless already so and the channel count makes it worth it), else chunked index_add."""
+    n_pairs, channels = weight.shape[0], values.shape[1]
+    dst_sorted = n_pairs < 2 or bool((dst[1:] >= dst[:-1]).all())
+    if values.device.type == "cpu" and n_pairs and (dst_sorted or channels >= 8):
+        if not dst_sorted:
+            order = torch.argsort(dst, stable=True)
+            dst, src, weight = dst.index_select(0, order), src.index_select(0, order), weight.index_select(0, order)
+        crow = torch.zeros(n_dst + 1, dtype=torch.long, device=dst.device)
+        crow[1:] = torch.cumsum(torch.bincount(dst, minlength=n_dst), 0)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore")
+            matrix = torch.sparse_csr_tensor(crow, src, weight.to(values.dtype), size=(n_dst, values.shape[0]),
+                                             check_invariants=False)
+            return matrix @ values
+    out = values.new_zeros((n_dst, channels))
+    for s in range(0, n_pairs, chunk):
         e = s + chunk
         out.index_add_(0, dst[s:e], values.index_select(0, src[s:e]) * weight[s:e, None])
     return out
