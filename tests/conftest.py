@@ -16,6 +16,14 @@ if str(ROOT) not in sys.path:
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    # One torch thread: the suite is many small tensor ops, which run faster (and bit-for-bit
+    # repeatably) on one thread; CI machines have 2 cores.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     import numpy as np
