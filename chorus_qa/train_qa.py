@@ -153,7 +153,8 @@ class SceneStore:
         features, means = self.source(scene)
         if len(means) > self.cfg.cache_points:
             keep = torch.randperm(len(means), generator=torch.Generator().manual_seed(self.cfg.seed))[: self.cfg.cache_points]
-            features, means = features[keep.sort().values], means[keep.sort().values]
+            keep = keep.sort().values
+            features, means = features[keep], means[keep]
         return features, means
 
     def precompute(self, scene_ids, progress: bool = True) -> None:
