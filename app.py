@@ -128,8 +128,8 @@ def build_ui(service: ChorusAppService, initial=None):
                 viewer = gr.Model3D(value=initial.viewer_path if initial else None, label="Scene (drag to orbit, scroll to zoom)",
                                     height=420, clear_color=(0.08, 0.08, 0.1, 1.0))
                 with gr.Row():
-                    query = gr.Textbox(label="Open-vocabulary search", placeholder="lamp, couch, a red chair …", scale=3)
-                    search_btn = gr.Button("Highlight", scale=1)
+                    query = gr.Textbox(label="Open-vocabulary search", placeholder="lamp, couch, a red chair …", scale=3, elem_id="search-box")
+                    search_btn = gr.Button("Highlight", scale=1, elem_id="search-button")
                 search_msg = gr.Markdown(elem_id="search-status")
                 heat = gr.Image(label="Top-down heat map of the last search", height=300, interactive=False)
             with gr.Column(scale=1):
@@ -138,7 +138,7 @@ def build_ui(service: ChorusAppService, initial=None):
                 with gr.Row():
                     send = gr.Button("Ask", variant="primary", elem_id="ask")
                     clear = gr.Button("Clear", elem_id="clear")
-                examples = gr.Dataset(components=[question], samples=example_samples(initial), label="Example questions for this scene")
+                examples = gr.Dataset(components=[question], samples=example_samples(initial), label="Example questions for this scene", elem_id="examples")
 
         scene_out = [state, viewer, scene_status, examples, chatbot, heat, search_msg]
         picker.input(select_demo, [picker], scene_out, api_name="select_demo")

@@ -240,9 +240,33 @@ class SearchView:
     queries: list[str]
 
 
+VIEWER_EYE_HEIGHT = 1.6  # metres above the floor
+
+
 def to_viewer_frame(scene):
-    """The scene as the browser viewer expects it (identity: the viewer shows .splat files as written)."""
-    return scene
+    """The scene placed for gradio's Model3D viewer: y up, and the viewer's camera (which, for Gaussian splats,
+    gradio 6.31 leaves at the origin) standing in the middle of the room at eye height; dragging looks around.
+
+    World (z up) -> viewer (y up): (x, y, z) -> (x, z, -y), a -90 degree rotation about x, applied to means and
+    quaternions alike; the scene is first shifted so its horizontal centre and a point ``VIEWER_EYE_HEIGHT``
+    above its floor (1st percentile of z) land on the origin.
+    """
+    import math
+
+    from data import GaussianScene
+
+    sample = scene.means.float()[:: max(1, len(scene) // 20000)]
+    lo, hi = torch.quantile(sample, 0.01, dim=0), torch.quantile(sample, 0.99, dim=0)
+    shift = torch.tensor([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] + VIEWER_EYE_HEIGHT])
+    m = scene.means.float() - shift
+    means = torch.stack([m[:, 0], m[:, 2], -m[:, 1]], 1)
+    half = math.radians(-90.0) / 2
+    rw, rx = math.cos(half), math.sin(half)          # r = (rw, rx, 0, 0); r * q (Hamilton product)
+    w, x, y, z = scene.quats.float().unbind(1)
+    quats = torch.stack([rw * w - rx * x, rw * x + rx * w, rw * y - rx * z, rw * z + rx * y], 1)
+    quats = torch.where(quats[:, :1] < 0, -quats, quats)
+    return GaussianScene(means=means, quats=quats, scales=scene.scales, opacities=scene.opacities, colors=scene.colors,
+                         sh_rest=None, name=scene.name)
 
 
 def _format_error(err: BaseException) -> str:
@@ -331,7 +355,7 @@ class ChorusAppService:
     def open_demo(self, key: str, progress: ProgressFn | None = None) -> SceneView:
         room = self.demo_room(key)
         scene = room.load()
-        view = self._open(scene, room.title, room.viewer_path, list(room.example_questions), progress)
+        view = self._open(scene, room.title, self._viewer_file(scene, "room"), list(room.example_questions), progress)
         view.demo_key = room.key
         return view
 
@@ -369,10 +393,18 @@ class ChorusAppService:
         if len(scene) > self.config.max_gaussians:
             raise UserError(f"`{name}` has {len(scene):,} Gaussians; this app encodes at most {self.config.max_gaussians:,} "
                             f"(start it with a larger --max-gaussians if the machine has the memory).")
-        viewer = self._files / f"upload_{_scene_digest(scene)}.splat"
-        if not viewer.is_file():
-            save_scene(to_viewer_frame(scene), viewer)
+        viewer = self._viewer_file(scene, "upload")
         return self._open(scene, f"{name} ({len(scene):,} Gaussians)", viewer, self._upload_examples(scene), progress)
+
+    def _viewer_file(self, scene, kind: str) -> Path:
+        """``.splat`` of ``scene`` in the viewer's frame (written once per scene content)."""
+        from data import save_scene
+
+        path = self._files / "viewer" / f"{kind}_{_scene_digest(scene)}.splat"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_scene(to_viewer_frame(scene), path)
+        return path
 
     def _upload_examples(self, scene) -> list[str]:
         return ["what kind of room is this?", "how many chairs are in the room?", "what color is the table?",

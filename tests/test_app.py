@@ -69,14 +69,18 @@ def wait_for_server(proc: subprocess.Popen, url: str, log: Path, timeout: float 
     raise TimeoutError(f"app did not answer at {url} within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def start_app(checkpoint: Path, cache: Path, log: Path, *extra: str):
-    """(process, url) of ``python app.py`` on a free local port; the caller stops it."""
+def start_app(checkpoint: Path, cache: Path, log: Path, *extra: str, fast: bool = True):
+    """(process, url) of ``python app.py`` on a free local port; the caller stops it.
+
+    fast: two sparse demo rooms, short answers, no heat-map render (test speed); False: the app's defaults.
+    """
     port = free_port()
     env = dict(os.environ, CHORUS_CACHE=str(cache), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--checkpoint", str(checkpoint),
-           "--demo-rooms", str(DEMO_ROOMS), "--demo-density", str(DEMO_DENSITY), "--max-new-tokens", "12",
-           "--max-upload-mb", "5", "--no-heatmap", *extra]
+    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--checkpoint", str(checkpoint), *extra]
+    if fast:
+        cmd += ["--demo-rooms", str(DEMO_ROOMS), "--demo-density", str(DEMO_DENSITY), "--max-new-tokens", "12",
+                "--max-upload-mb", "5", "--no-heatmap"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
