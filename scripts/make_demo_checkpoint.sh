@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The recipe behind checkpoints/demo/ (run by `make demo-checkpoint`). Every step is resumable:
+# re-running skips finished work. WORK holds data and runs (not committed); OUT is the release folder.
+#
+#   1. encoder: benchmarks/pretrain_probe.py = 60 synthetic rooms (density 0.3), offline-teacher lifting,
+#      300 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
+#   2. the encoder (fp16) + its teacher projectors are exported into OUT;
+#   3. Q&A data: 160 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
+#   4. Q&A training (configs/qa_synth.yaml: stage 1 projector, stage 2 + LoRA on SmolLM2-135M) on the frozen encoder;
+#   5. benchmark on val, with and without scene tokens (blind), and the model card.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORK=${WORK:-runs/demo}
+OUT=${OUT:-checkpoints/demo}
+QA_SCENES=${QA_SCENES:-160}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$WORK" "$OUT"
+start=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
+stamp "1/5 pretraining the encoder (benchmarks/pretrain_probe.py)"
+"$PY" benchmarks/pretrain_probe.py --work "$WORK/pretrain"
+
+stamp "2/5 exporting the encoder and its teacher heads to $OUT"
+"$PY" scripts/export_demo.py encoder --run "$WORK/pretrain/pretrain" --out "$OUT"
+
+stamp "3/5 Q&A data: $QA_SCENES rooms"
+if [ ! -f "$WORK/qa_data/splits/val.txt" ]; then
+  "$PY" -m data.synth --scenes "$QA_SCENES" --out "$WORK/qa_data" --seed 1 --density 0.3
+fi
+
+stamp "4/5 Q&A training"
+"$PY" chorus_qa/train_qa.py --config configs/qa_synth.yaml \
+  --set data_dir="$WORK/qa_data" --set encoder="$OUT/encoder" --set out_dir="$WORK/qa"
+
+stamp "5/5 benchmark (scene tokens and blind) + export"
+"$PY" scripts/export_demo.py qa --run "$WORK/qa" --out "$OUT"
+"$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/blind" --blind
+"$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene"
+"$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --pretrain-results benchmarks/results/pretrain_probe.json \
+  --seconds $(( $(date +%s) - start ))
+stamp "done: $OUT"
