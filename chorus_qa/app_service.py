@@ -240,16 +240,18 @@ class SearchView:
     queries: list[str]
 
 
-VIEWER_EYE_HEIGHT = 1.6  # metres above the floor
+VIEWER_EYE_HEIGHT = 1.0   # metres above the floor (the viewer's camera sits a little above and behind this point)
 
 
 def to_viewer_frame(scene):
-    """The scene placed for gradio's Model3D viewer: y up, and the viewer's camera (which, for Gaussian splats,
-    gradio 6.31 leaves at the origin) standing in the middle of the room at eye height; dragging looks around.
+    """The scene placed for gradio's Model3D viewer: y up, and the viewer's camera standing inside the room.
 
-    World (z up) -> viewer (y up): (x, y, z) -> (x, z, -y), a -90 degree rotation about x, applied to means and
-    quaternions alike; the scene is first shifted so its horizontal centre and a point ``VIEWER_EYE_HEIGHT``
-    above its floor (1st percentile of z) land on the origin.
+    gradio 6.31's viewer (Babylon.js) frames Gaussian splats from an empty bounding box: its orbit camera ends up
+    near the origin, looking along -z and 15 degrees down, and ``camera_position`` is overridden by that framing.
+    So the scene is moved instead: world (z up) -> viewer (y up) is (x, y, z) -> (x, z, -y), a -90 degree rotation
+    about x applied to means and quaternions alike, after a shift that puts the origin at the horizontal centre,
+    ``VIEWER_EYE_HEIGHT`` above the floor (1st percentile of z). The camera then stands in the room looking
+    towards +y; dragging turns it, scrolling moves it.
     """
     import math
 
@@ -400,7 +402,8 @@ class ChorusAppService:
         """``.splat`` of ``scene`` in the viewer's frame (written once per scene content)."""
         from data import save_scene
 
-        path = self._files / "viewer" / f"{kind}_{_scene_digest(scene)}.splat"
+        frame = f"c{VIEWER_EYE_HEIGHT:g}"  # a new placement never reuses old files
+        path = self._files / "viewer" / f"{kind}_{_scene_digest(scene)}_{frame}.splat"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             save_scene(to_viewer_frame(scene), path)

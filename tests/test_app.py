@@ -253,3 +253,28 @@ def test_service_encodes_once_and_highlights(tiny_checkpoint, tmp_path):
     bad.write_text("hello")
     with pytest.raises(UserError, match="unsupported file type"):
         service.open_file(bad)
+
+
+def test_viewer_frame_is_one_rigid_motion_for_means_and_quaternions():
+    from chorus_qa.app_service import to_viewer_frame
+    from data import GaussianScene
+
+    g = torch.Generator().manual_seed(1)
+    n = 200
+    q = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1)
+    scene = GaussianScene(means=torch.rand(n, 3, generator=g) * 4, quats=torch.where(q[:, :1] < 0, -q, q),
+                          scales=torch.rand(n, 3, generator=g) * 0.1 + 0.01, opacities=torch.rand(n, generator=g),
+                          colors=torch.rand(n, 3, generator=g))
+    out = to_viewer_frame(scene)
+    rot = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])            # z up -> y up
+
+    def matrix(quat):  # wxyz -> [n, 3, 3]
+        w, x, y, z = quat.unbind(1)
+        return torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1).view(-1, 3, 3)
+
+    assert torch.allclose(matrix(out.quats), rot @ matrix(scene.quats), atol=1e-5)
+    # pairwise offsets rotate the same way (a rigid motion), and "up" becomes +y
+    assert torch.allclose(out.means[1:] - out.means[:1], (scene.means[1:] - scene.means[:1]) @ rot.T, atol=1e-5)
+    assert torch.allclose(out.means[:, 1] - out.means[0, 1], scene.means[:, 2] - scene.means[0, 2], atol=1e-5)
