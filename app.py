@@ -123,7 +123,7 @@ def build_ui(service: ChorusAppService, initial=None):
                 picker = gr.Dropdown(choices=service.demo_choices(), value=initial.demo_key if initial else None,
                                      label="Demo room", info="procedural rooms from fixed seeds")
                 upload = gr.File(label=f"…or upload a scene (.ply, .splat, .npz, .zip SceneSplat folder; ≤ {service.config.max_upload_mb:.0f} MB)",
-                                 file_types=[".ply", ".splat", ".npz", ".zip"], type="filepath", height=90)
+                                 file_types=[".ply", ".splat", ".npz", ".zip"], type="filepath", height=130)
                 scene_status = gr.Markdown(initial.status if initial else "Choose a room.", elem_id="scene-status")
                 viewer = gr.Model3D(value=initial.viewer_path if initial else None, label="Scene (you stand in the room: drag to look around, scroll to move)",
                                     height=420, clear_color=(0.08, 0.08, 0.1, 1.0))
