@@ -492,7 +492,10 @@ class ChorusAppService:
         threading.Thread(target=generate, name="chorus-answer", daemon=True).start()
         text = ""
         while True:
-            item = pieces.get(timeout=600)
+            try:
+                item = pieces.get(timeout=600)
+            except queue.Empty:
+                raise UserError("The model took more than 10 minutes to answer; the server may be overloaded.") from None
             if item is done:
                 break
             if isinstance(item, BaseException):

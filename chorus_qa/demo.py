@@ -27,7 +27,9 @@ from typing import Callable
 DEMO_SEEDS: tuple[int, ...] = (3, 2, 14, 17, 1)
 DEFAULT_DENSITY = 0.3          # the density the Q&A recipes train on (~10-35k Gaussians per room)
 NUM_EXAMPLE_QUESTIONS = 6
-_FORMAT_VERSION = "1"
+_FORMAT_VERSION = "2"
+# example questions: these types first (counting, spatial and situated questions show what the scene tokens carry)
+PREFERRED_TYPES = ("counting", "nearest", "color", "support", "situated_what", "existence", "closer", "material")
 
 
 def demo_cache_dir() -> Path:
@@ -84,8 +86,8 @@ class DemoRoom:
 
 
 def pick_example_questions(questions: list[dict], n: int = NUM_EXAMPLE_QUESTIONS) -> list[str]:
-    """Up to ``n`` questions of distinct types (round robin over types in first-seen order), situations prepended."""
-    by_type: dict[str, list[str]] = {}
+    """Up to ``n`` questions of distinct types (round robin over types, :data:`PREFERRED_TYPES` first), situations prepended."""
+    by_type: dict[str, list[str]] = {t: [] for t in PREFERRED_TYPES}
     for q in questions:
         text = q["question"]
         if q.get("situation"):

@@ -222,7 +222,7 @@ def test_missing_checkpoint_is_reported_not_replaced(tmp_path):
 def test_service_encodes_once_and_highlights(tiny_checkpoint, tmp_path):
     from chorus_qa.app_service import AppConfig, ChorusAppService, UserError
 
-    service = ChorusAppService(AppConfig(checkpoint=str(tiny_checkpoint), demo_seeds=(2,), demo_density=DEMO_DENSITY,
+    service = ChorusAppService(AppConfig(checkpoint=str(tiny_checkpoint), llm="tiny-random-llama", demo_seeds=(2,), demo_density=DEMO_DENSITY,
                                          max_new_tokens=6, render_heatmap=True, cache_dir=str(tmp_path)))
     assert service.ready, service.status_markdown()
     calls = []
