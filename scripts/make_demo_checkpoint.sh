@@ -14,7 +14,7 @@ PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/demo}
 OUT=${OUT:-checkpoints/demo}
 QA_SCENES=${QA_SCENES:-160}
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
