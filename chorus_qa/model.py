@@ -23,14 +23,14 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from data.atomic import atomic_directory
 
 from .projector import mlp2x_gelu
 from .scene_tokens import SceneTokenizer, SceneTokenizerConfig
@@ -483,22 +483,11 @@ class ChorusQAModel(nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", suffix=".tmp", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
             save_file(self.trainable_state_dict(), str(tmp / "projector.safetensors"))
             if hasattr(self.language_model, "peft_config"):
                 self.language_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
-            old = directory.with_name(directory.name + ".old")
-            if directory.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

@@ -29,8 +29,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ import torch
 
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig
+from data.atomic import atomic_directory
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
@@ -216,36 +215,18 @@ def evaluate_em(model: ChorusQAModel, examples, store: SceneStore, cfg: TrainQAC
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder ``src`` to ``dst``, replacing it (the old copy is removed after the swap)."""
-    old = dst.with_name(dst.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_training_state(out_dir: Path, model: ChorusQAModel, optimizer, state: dict) -> Path:
     """Atomically write ``out_dir/last``: model checkpoint + optimizer (safetensors + JSON) + trainer state."""
     from safetensors.torch import save_file
 
-    tmp = Path(tempfile.mkdtemp(prefix="last.", suffix=".tmp", dir=out_dir))
-    try:
-        model.save_pretrained(tmp / "ckpt")
-        for item in (tmp / "ckpt").iterdir():
-            os.replace(item, tmp / item.name)
-        (tmp / "ckpt").rmdir()
+    with atomic_directory(out_dir / "last") as tmp:
+        model.save_pretrained(tmp)  # itself atomic: swaps its own complete folder in over the empty ``tmp``
         opt_state = optimizer.state_dict()
         tensors = {f"{idx}.{k}": v.detach().contiguous().cpu() for idx, s in opt_state["state"].items()
                    for k, v in s.items() if isinstance(v, torch.Tensor)}
         save_file(tensors, str(tmp / OPTIMIZER_TENSORS))
         (tmp / OPTIMIZER_GROUPS).write_text(json.dumps(opt_state["param_groups"]))
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
-        _replace_dir(tmp, out_dir / "last")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "last"
 
 
@@ -418,10 +399,7 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
                 trainer_state["best_em"] = metrics["em"]
             save_training_state(out_dir, model, getattr(optimizer, "optimizer", optimizer), trainer_state)
             if is_best:
-                tmp = Path(tempfile.mkdtemp(prefix="best.", suffix=".tmp", dir=out_dir))
-                model.save_pretrained(tmp / "ckpt")
-                _replace_dir(tmp / "ckpt", out_dir / "best")
-                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(out_dir / "best")  # atomic; the previous best stays until the new one is complete
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
             plot_curves(history, out_dir / "curves.png")
             print(json.dumps({k: entry[k] for k in ("epoch", "stage", "em", "n", "elapsed_s")}), flush=True)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from data.atomic import atomic_file
 from data.scene import GaussianScene
 
 
@@ -283,10 +283,8 @@ def read_captions(scene_dir: str | Path) -> dict[int, str] | None:
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+    with atomic_file(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
 
 
 def feature_files(scene_dir: Path, name: str) -> tuple[Path, Path]:

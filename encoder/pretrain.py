@@ -14,7 +14,7 @@ Exact resume: the data stream is a pure function of (seed, epoch, position) and
 every augmentation draws from a generator seeded by the sample key, so a run
 that is stopped at a checkpoint (``--max-steps``) and resumed reproduces the
 loss curve of an uninterrupted run. Checkpoints go to
-``OUT/checkpoints/step_XXXXXXX`` (written to a temp folder, then ``os.replace``),
+``OUT/checkpoints/step_XXXXXXX`` (written atomically with :func:`data.atomic.atomic_directory`),
 ``OUT/checkpoints/latest`` names the newest. Outputs: ``OUT/train_log.jsonl``,
 ``OUT/loss_curve.png``, ``OUT/encoder/`` (``save_pretrained``), ``OUT/heads/``,
 ``OUT/summary.json``.
@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.atomic import atomic_directory, atomic_file
 from encoder.augment import AugmentConfig, augment_scene
 from encoder.heads import HeadsConfig, MultiTeacherHeads
 from encoder.losses import distill_loss, group_infonce
@@ -355,25 +355,19 @@ def build_optimizer(model: DistillationModel, cfg: PretrainConfig):
 
 # ============================================================================ checkpoints
 def save_checkpoint(out_dir: Path, step: int, model: DistillationModel, opt, sched, keep: int) -> Path:
-    """Write ``checkpoints/step_<step>`` atomically (temp folder + os.replace) and point ``latest`` at it."""
+    """Write ``checkpoints/step_<step>`` atomically (:func:`data.atomic.atomic_directory`) and point ``latest`` at it."""
     from safetensors.torch import save_file
 
     ckpt_root = out_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:07d}"
-    tmp = ckpt_root / f".tmp_step_{step:07d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    latest_tmp = ckpt_root / f".latest_{os.getpid()}"
-    latest_tmp.write_text(final.name)
-    os.replace(latest_tmp, ckpt_root / "latest")
+    with atomic_directory(final) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+    with atomic_file(ckpt_root / "latest") as latest_tmp:
+        latest_tmp.write_text(final.name)
     for old in sorted(ckpt_root.glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -18,20 +18,12 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished temp folder into place (old one removed only after the new one is complete)."""
-    old = dst.with_name(dst.name + ".old")
-    if dst.exists():
-        dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
+from data.atomic import atomic_directory  # noqa: E402  (needs ROOT on sys.path)
 
 
 def _half_safetensors(src: Path, dst: Path) -> None:
@@ -47,13 +39,12 @@ def export_encoder(run: Path, out: Path) -> None:
         src = run / name
         if not src.is_dir():
             raise SystemExit(f"{src}: missing; did pretraining finish?")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-        for f in src.iterdir():
-            if f.suffix == ".safetensors":
-                _half_safetensors(f, tmp / f.name)
-            elif f.is_file():
-                shutil.copy2(f, tmp / f.name)
-        _replace_dir(tmp, out / name)
+        with atomic_directory(out / name) as tmp:
+            for f in src.iterdir():
+                if f.suffix == ".safetensors":
+                    _half_safetensors(f, tmp / f.name)
+                elif f.is_file():
+                    shutil.copy2(f, tmp / f.name)
     print(f"exported encoder + heads from {run} to {out}")
 
 
@@ -63,9 +54,8 @@ def export_qa(run: Path, out: Path) -> None:
         raise SystemExit(f"{run}: no best/ or last/ checkpoint; did Q&A training finish?")
     for name in ("config.json", "projector.safetensors"):
         shutil.copy2(src / name, out / name)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
-    shutil.copytree(src / "adapter", tmp, dirs_exist_ok=True)
-    _replace_dir(tmp, out / "adapter")
+    with atomic_directory(out / "adapter") as tmp:
+        shutil.copytree(src / "adapter", tmp, dirs_exist_ok=True)
     cfg = json.loads((out / "config.json").read_text())
     cfg["encoder_ref"] = "encoder"  # resolved beside the checkpoint folder
     (out / "config.json").write_text(json.dumps(cfg, indent=1))

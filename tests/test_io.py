@@ -436,13 +436,13 @@ def test_failed_writes_leave_old_files_intact(tmp_path, monkeypatch):
     save_scene(old, tmp_path / "a.ply")
     save_scene(old, tmp_path / "a.splat")
     save_scene(old, tmp_path / "dir")
-    import data.io.common as common
+    import data.atomic as atomic
     import data.io.scenesplat as scenesplat
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(common.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     for target in ("a.ply", "a.splat", "dir"):
         with pytest.raises(OSError):
             save_scene(new, tmp_path / target)

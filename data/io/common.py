@@ -1,4 +1,4 @@
-"""Shared pieces of the scene readers and writers: validation, repair, atomic writes.
+"""Shared pieces of the scene readers and writers: validation and repair.
 
 Every reader turns its file into plain NumPy arrays and hands them to
 :func:`build_scene`, which checks shapes and dtypes, drops non-finite rows with a
@@ -9,11 +9,7 @@ the :class:`~data.scene.GaussianScene`. Problems raise
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -240,22 +236,3 @@ def numpy_fields(scene: GaussianScene) -> dict[str, np.ndarray | None]:
     if len(scene) == 0:
         raise SceneFormatError(scene.name, "means", "cannot save an empty scene")
     return out
-
-
-def temp_sibling(path: Path) -> Path:
-    """A unique hidden name in ``path``'s folder, for writing before an atomic rename."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-@contextlib.contextmanager
-def atomic_file(path):
-    """Yield a temporary path; on success it replaces ``path`` in one ``os.replace``, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..scene import SH_C0, GaussianScene, SceneFormatError
-from .common import SH_REST_SIZES, atomic_file, build_scene, numpy_fields
+from ..atomic import atomic_file
+from .common import SH_REST_SIZES, build_scene, numpy_fields
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ELEMENT_COUNT = 1 << 31

@@ -27,14 +27,14 @@ existing folder that are not scene files are carried over.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..scene import GaussianScene, SceneFormatError
-from .common import build_scene, numpy_fields, read_npy, temp_sibling
+from ..atomic import atomic_directory
+from .common import build_scene, numpy_fields, read_npy
 from .pointcloud import colors_to_unit, scene_from_points
 
 _FIELD_FILES = ("coord", "color", "opacity", "scale", "quat", "normal", "segment", "instance", "sh_rest")
@@ -143,10 +143,7 @@ def write_scenesplat(scene: GaussianScene, path) -> None:
     if path.exists() and not path.is_dir():
         raise SceneFormatError(path, "path", "exists and is not a directory; cannot write a SceneSplat folder there")
     a = numpy_fields(scene)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    tmp.mkdir()
-    try:
+    with atomic_directory(path) as tmp:
         np.save(tmp / "coord.npy", a["means"].astype(np.float32))
         colors = a["colors"].astype(np.float32)
         as_u8 = np.rint(colors.astype(np.float64) * 255.0)
@@ -166,16 +163,12 @@ def write_scenesplat(scene: GaussianScene, path) -> None:
             np.save(tmp / f"{key}_feat_index.npy", index.detach().cpu().numpy().astype(np.int32))
         if scene.class_names is not None:
             (tmp / "class_names.json").write_text(json.dumps(list(scene.class_names)), encoding="utf-8")
-        _swap_in(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _carry_over_extra_files(path, tmp)
 
 
-def _swap_in(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` to ``path``; an existing folder is replaced, keeping its non-scene files."""
-    if not path.exists():
-        os.replace(tmp, path)
+def _carry_over_extra_files(path: Path, tmp: Path) -> None:
+    """Copy the files of an existing folder ``path`` that are not scene files (and not rewritten) into ``tmp``."""
+    if not path.is_dir():
         return
     for entry in path.iterdir():
         if not _is_scene_file(entry.name) and not (tmp / entry.name).exists():
@@ -183,7 +176,3 @@ def _swap_in(tmp: Path, path: Path) -> None:
                 shutil.copytree(entry, tmp / entry.name, symlinks=True)
             else:
                 shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
-    old = temp_sibling(path)
-    os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..scene import GaussianScene, SceneFormatError
-from .common import atomic_file, build_scene, numpy_fields
+from ..atomic import atomic_file
+from .common import build_scene, numpy_fields
 
 SPLAT_RECORD = np.dtype([("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rot", "u1", (4,))])
 assert SPLAT_RECORD.itemsize == 32
