@@ -126,7 +126,7 @@ def test_gguf_conversion_matches_direct_gguf_load(cache_env):
     model, tok = load_llm("smollm2-135m")  # converts into the temporary cache
     folder = cache_env / "llm" / "SmolLM2-135M-Instruct"
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]  # atomic: no leftovers
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # atomic: no temp or old copies left
     t0 = time.time()
     again, _ = load_llm("smollm2-135m")
     assert time.time() - t0 < 15
