@@ -80,9 +80,11 @@ class SceneFeatureLoader:
         from .feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 
         encoder_ref = encoder_ref or RAW_FEATURES
-        if encoder_ref != RAW_FEATURES and not Path(encoder_ref).exists() and checkpoint is not None:
-            beside = Path(checkpoint) / encoder_ref  # a path stored relative to the Q&A checkpoint
-            encoder_ref = str(beside) if beside.exists() else encoder_ref
+        if encoder_ref != RAW_FEATURES and checkpoint is not None and not Path(encoder_ref).is_absolute():
+            # a relative reference is resolved beside the Q&A checkpoint first ("encoder" must not mean ./encoder,
+            # the package folder, when run from the repository root)
+            beside = Path(checkpoint) / encoder_ref
+            encoder_ref = str(beside) if (beside / "config.json").is_file() else encoder_ref
         self.data_dir = Path(data_dir)
         self.source = SceneFeatureSource(encoder_ref, device=device)
         if expected_hash is not None and expected_hash != self.source.encoder_hash:

@@ -1,6 +1,7 @@
 """The benchmark CLI end to end with a fake model: three files with consistent numbers, blind baseline."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +227,18 @@ def test_cli_with_a_tiny_random_model(tmp_path, monkeypatch):
     assert "| metric | this run | blind | gain |" in md
     metrics = json.loads((tmp_path / "runs" / "scene" / "metrics.json").read_text())
     assert metrics["scores"]["n_scored"] == 6 and metrics["run"]["encoder_hash"] == "raw"
+
+
+def test_relative_encoder_ref_resolves_beside_the_checkpoint_not_the_cwd(tmp_path, monkeypatch):
+    """A released checkpoint stores encoder_ref="encoder"; run from the repository root, where ./encoder is the
+    package folder, it must still mean <checkpoint>/encoder."""
+    from encoder import ChorusEncoder, EncoderConfig
+
+    ckpt = tmp_path / "ckpt"
+    cfg = EncoderConfig(grid_size=0.1, channels=(8, 16), depths=(1, 1), heads=(2, 2), patch_size=32)
+    ChorusEncoder(cfg).save_pretrained(ckpt / "encoder")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert Path("encoder").is_dir()  # the package folder, the trap this guards against
+    loader = benchmark.SceneFeatureLoader(tmp_path / "data", "encoder", checkpoint=ckpt)
+    assert Path(loader.source.encoder_ref) == ckpt / "encoder"
+    assert loader.source.out_dim == 24
