@@ -12,14 +12,6 @@ from encoder.heads import HeadsConfig, MultiTeacherHeads
 from encoder.ptv3 import ChorusEncoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on our shared 2-core machines spconv and the rasterizer run several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = dict(channels=(16, 32), depths=(1, 1), heads=(2, 4), patch_size=64, grid_size=0.1, drop_path=0.0)
 
 

@@ -13,15 +13,6 @@ from data.scene import GaussianScene
 ROOM = (5.0, 4.0, 2.6)  # x, y, z extent of the test room
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tests use small tensors: one thread is faster, and far faster when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def box_room(n=12000, size=ROOM, with_table=True, seed=0) -> GaussianScene:
     """Flat Gaussians on the six faces of an axis-aligned box [0, sx] x [0, sy] x [0, sz], plus an optional table."""
     g = torch.Generator().manual_seed(seed)

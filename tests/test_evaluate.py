@@ -10,14 +10,6 @@ from data import GaussianScene, save_scene
 from encoder.evaluate import main, map_labels, markdown_table, run_instance, run_zeroshot
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FakeText:
     """One basis vector per class name (prompts end with the name)."""
 

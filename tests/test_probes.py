@@ -10,15 +10,6 @@ from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
 from encoder.zeroshot import knn_vote
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on our shared 2-core machines spconv and the rasterizer run several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_knn_indices_match_brute_force():
     xyz = torch.rand(60, 3, generator=torch.Generator().manual_seed(0))
     idx = knn_indices(xyz, 5)

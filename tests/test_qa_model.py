@@ -26,15 +26,6 @@ K = 8
 FEAT = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster on one thread, above all when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_config(**overrides) -> QAModelConfig:
     base = dict(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=K, token_dim=32, num_neighbors=8,
                 max_points=256, lora=LoraSettings(r=4, alpha=8, dropout=0.0))

@@ -16,15 +16,6 @@ from data.scene import GaussianScene
 PARAMS = ("means", "quats", "scales", "opacities", "colors")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tests use small tensors: one thread is faster, and far faster when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_gaussians(n, seed, dtype=torch.float64, spread=0.6, distance=3.0, scale=(0.03, 0.25), opacity=(0.05, 1.0)):
     """n random anisotropic Gaussians around (distance, 0, 0), as a dict of tensors."""
     g = torch.Generator().manual_seed(seed)

@@ -14,14 +14,6 @@ from chorus_qa.train_qa import TrainQAConfig, load_config, lr_factor, main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     from data.synth.dataset import generate_dataset
