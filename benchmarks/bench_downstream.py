@@ -183,6 +183,9 @@ def main(argv=None) -> int:
     p.add_argument("--adapt-lr", type=float, default=1e-3)
     p.add_argument("--no-random-point", action="store_true", help="skip the random point-variant encoder")
     p.add_argument("--skip-adapt", action="store_true")
+    p.add_argument("--models", default="pretrained,random,point",
+                   help="which encoders to evaluate (comma-separated subset of pretrained,random,point); "
+                        "e.g. `--models point --skip-adapt --out .../bench_downstream_point.json` adds one later")
     p.add_argument("--out", default=str(RESULTS / "bench_downstream.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -195,11 +198,17 @@ def main(argv=None) -> int:
     found = find_checkpoints()
     gauss_ckpt = args.checkpoint or found.get("gaussian")
     point_ckpt = args.point_checkpoint or found.get("point")
+    wanted = set(args.models.split(","))
+    if wanted - {"pretrained", "random", "point"}:
+        p.error(f"--models {args.models}: expected a subset of pretrained,random,point")
     models = []
-    if gauss_ckpt:
+    if gauss_ckpt and "pretrained" in wanted:
         models.append((f"pretrained small ({Path(gauss_ckpt).name})", *load_encoder_and_heads(checkpoint=gauss_ckpt)))
-    models.append(("random small (gaussian)", *load_encoder_and_heads(random_preset="small", seed=0)))
-    if point_ckpt:
+    if "random" in wanted:
+        models.append(("random small (gaussian)", *load_encoder_and_heads(random_preset="small", seed=0)))
+    if "point" not in wanted:
+        pass
+    elif point_ckpt:
         models.append((f"pretrained small point ({Path(point_ckpt).name})", *load_encoder_and_heads(checkpoint=point_ckpt)))
     elif not args.no_random_point:
         models.append(("random small (point)", *load_encoder_and_heads(random_preset="small", variant="point", seed=0)))
