@@ -363,8 +363,10 @@ def save_checkpoint(out_dir: Path, step: int, model: DistillationModel, opt, sch
     final = ckpt_root / f"step_{step:07d}"
     with atomic_directory(final) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        # plain containers of tensors and numbers: reloadable with torch.load(weights_only=True), nothing unpickled
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp / "rng.pt")
+        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        (tmp / "rng.json").write_text(json.dumps(_host_rng_state()))
         (tmp / "state.json").write_text(json.dumps({"step": step}))
     with atomic_file(ckpt_root / "latest") as latest_tmp:
         latest_tmp.write_text(final.name)
@@ -386,14 +388,26 @@ def load_checkpoint(path: Path, model: DistillationModel, opt, sched) -> int:
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(path / "model.safetensors")))
-    states = torch.load(path / "optimizer.pt", weights_only=False)
+    states = torch.load(path / "optimizer.pt", weights_only=True)
     opt.load_state_dict(states["optimizer"])
     sched.load_state_dict(states["scheduler"])
-    rng = torch.load(path / "rng.pt", weights_only=False)
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
+    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
+    _set_host_rng_state(json.loads((path / "rng.json").read_text()))
     return int(json.loads((path / "state.json").read_text())["step"])
+
+
+def _host_rng_state() -> dict:
+    """Python's and numpy's global RNG states as JSON-able lists."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+def _set_host_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 # ============================================================================ logs
