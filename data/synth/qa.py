@@ -256,7 +256,7 @@ def _relation_questions(scene, rng):
 
 
 def _stand_ok(scene, pos) -> bool:
-    from .room import footprint, points_in_polygon
+    from .layout2d import footprint, points_in_polygon
 
     poly = np.asarray(scene["room"]["polygon"], float)
     if not points_in_polygon(pos[None], poly)[0]:
