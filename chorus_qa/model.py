@@ -41,6 +41,15 @@ DEFAULT_SYSTEM_PROMPT = "You see a 3D scene given as scene tokens. Answer the qu
 LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def strict_from_dict(cls, d: dict):
+    """``cls(**d)`` for a config dataclass, rejecting keys it does not have (a typo must not pass silently)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    return cls(**d)
+
+
 @dataclass
 class LoraSettings:
     enabled: bool = True                # False: stage 2 trains the projector only
@@ -93,11 +102,7 @@ class QAModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "QAModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"QAModelConfig: unknown fields {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**d)
+        return strict_from_dict(cls, d)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
-from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig
+from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig, strict_from_dict
 from data.atomic import atomic_directory
 
 TRAINER_STATE = "trainer_state.json"
@@ -101,11 +101,7 @@ class TrainQAConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainQAConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"TrainQAConfig: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**d)
+        return strict_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
