@@ -245,7 +245,7 @@ def adapt_encoder(encoder, heads, scenes: list, cfg: AdaptConfig | None = None, 
         head_name = cfg.head or teacher.name
         new_head = heads is None or head_name not in heads.names
         if new_head:
-            projector = TeacherProjector(encoder.out_dim, teacher.dim)
+            projector = TeacherProjector(encoder.out_dim, teacher.dim, heads.cfg.hidden_mult if heads is not None else 4)
         else:
             projector = heads.projectors[heads._key(head_name)]
             if projector.out_dim != teacher.dim:
@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         if summary["new_head"]:
             from encoder.heads import HeadsConfig, MultiTeacherHeads
 
-            merged = MultiTeacherHeads(HeadsConfig(heads.cfg.in_dim, {**heads.cfg.teacher_dims, summary["head"]: summary["projector"].out_dim}))
+            merged = MultiTeacherHeads(HeadsConfig(heads.cfg.in_dim, {**heads.cfg.teacher_dims, summary["head"]: summary["projector"].out_dim},
+                                                 heads.cfg.hidden_mult))
             merged.load_state_dict({**heads.state_dict(), **{f"projectors.{merged._key(summary['head'])}.{k}": v
                                                              for k, v in summary["projector"].state_dict().items()}})
             heads = merged

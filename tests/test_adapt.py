@@ -83,3 +83,13 @@ def test_adaptation_reduces_its_loss_and_changes_only_lora(tiny_room):
     assert set(summary["lora"]) and all(k.endswith(("lora_a", "lora_b")) for k in summary["lora"])
     n_lora = sum(v.numel() for v in summary["lora"].values())
     assert summary["trainable_parameters"] == n_lora
+
+
+def test_new_head_matches_the_width_of_existing_heads(tiny_room):
+    """A head added by adaptation has the hidden width of the checkpoint's heads, so the merged set reloads."""
+    torch.manual_seed(0)
+    enc = ChorusEncoder(EncoderConfig.small(**TINY))
+    heads = MultiTeacherHeads(HeadsConfig(in_dim=enc.out_dim, teacher_dims={"caption_minilm": 8}, hidden_mult=1))
+    cfg = AdaptConfig(n_positions=1, n_directions=4, views_per_scene=2, width=32, height=24, steps=1, views_per_step=1, lora_rank=2)
+    summary = adapt_encoder(enc, heads, [tiny_room], cfg, teacher=ColourTeacher(), progress=False)
+    assert summary["new_head"] and summary["projector"].fc1.out_features == enc.out_dim

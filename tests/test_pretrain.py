@@ -59,7 +59,7 @@ def write_config(path: Path, data_root: Path, out: Path, **over) -> Path:
         output_dir=str(out), encoder=dict(TINY_ENCODER),
         teachers=[TeacherSpec("lang", 8, contrast="semantic"), TeacherSpec("obj", 6, contrast="instance", start_fraction=0.5)],
         data={"root": str(data_root), "split": "train"}, augment={"max_points": 700}, steps=6, batch_size=2,
-        checkpoint_every=2, min_group_size=10, max_loss_points=400, optim={"lr": 5e-3, "block_lr_scale": 1.0},
+        checkpoint_every=2, min_group_size=10, max_loss_points=400, head_hidden_mult=1, optim={"lr": 5e-3, "block_lr_scale": 1.0},
     )
     cfg = PretrainConfig(**{**kwargs, **over})
     cfg.to_yaml(path)
@@ -80,6 +80,8 @@ def test_config_roundtrip_and_validation(tmp_path, dataset):
         PretrainConfig.from_yaml(bad)
     with pytest.raises(ValueError, match="contrast"):
         TeacherSpec("x", 3, contrast="pixel")
+    with pytest.raises(ValueError, match="head_hidden_mult"):
+        PretrainConfig.from_dict({**cfg.to_dict(), "head_hidden_mult": 0})
 
 
 def test_sampler_stream_resumes_mid_epoch():
@@ -114,7 +116,9 @@ def test_train_then_resume_matches_uninterrupted(tmp_path, dataset):
     ea, eb = ChorusEncoder.from_pretrained(tmp_path / "a" / "encoder"), ChorusEncoder.from_pretrained(tmp_path / "b" / "encoder")
     for (k, va), vb in zip(ea.state_dict().items(), eb.state_dict().values()):
         assert torch.allclose(va, vb, atol=1e-5), k
-    assert MultiTeacherHeads.from_pretrained(tmp_path / "a" / "heads").cfg.teacher_dims == {"lang": 8, "obj": 6}
+    heads = MultiTeacherHeads.from_pretrained(tmp_path / "a" / "heads")
+    assert heads.cfg.teacher_dims == {"lang": 8, "obj": 6}
+    assert heads.cfg.hidden_mult == 1 and heads.projectors["lang"].fc1.out_features == ea.out_dim  # config's head width
 
 
 def test_loss_decreases_and_point_variant_trains(tmp_path, dataset):
