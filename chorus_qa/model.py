@@ -75,7 +75,8 @@ class QAModelConfig:
     quantization: str | None = None      # None, "4bit" or "8bit": bitsandbytes base weights (QLoRA), CUDA only
     num_scene_tokens: int = 128          # K
     token_dim: int = 256                 # scene-token width before the projector
-    num_neighbors: int = 32              # Gaussians pooled per scene token
+    pooling: str = "cell"                # scene-token pooling: "cell" (Voronoi cells, all Gaussians) or "knn"
+    num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -95,7 +96,7 @@ class QAModelConfig:
 
     def scene_tokenizer_config(self) -> SceneTokenizerConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
-                                    num_neighbors=self.num_neighbors, max_points=max(self.max_points, self.num_scene_tokens))
+                                    pooling=self.pooling, num_neighbors=self.num_neighbors, max_points=max(self.max_points, self.num_scene_tokens))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

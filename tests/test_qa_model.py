@@ -20,6 +20,7 @@ from chorus_qa.scene_tokens import (
     farthest_point_sample,
     knn_indices,
     normalize_positions,
+    pool_cells,
 )
 
 K = 8
@@ -70,8 +71,42 @@ def test_knn_matches_sorting():
     assert torch.equal(got, ref)
 
 
-def test_scene_tokenizer_deterministic_batched_and_normalised():
-    cfg = SceneTokenizerConfig(in_dim=FEAT, num_tokens=K, token_dim=32, num_neighbors=8, max_points=128)
+def test_pool_cells_matches_a_per_cell_loop():
+    g = torch.Generator().manual_seed(4)
+    pos, feats = torch.rand(60, 3, generator=g), torch.randn(60, 5, generator=g) * 3 + 1
+    centres = torch.cat([pos[[3, 17, 40]], pos[[17]]])  # the repeated centre's cell is empty
+    pooled, geom = pool_cells(feats, pos, centres, offset_scale=2.0)
+    normed = (feats - feats.mean(1, keepdim=True)) / feats.var(1, unbiased=False, keepdim=True).add(1e-5).sqrt()
+    owner = torch.tensor([int(np.argmin([float((p - c).norm()) for c in centres])) for p in pos])
+    for j in range(3):
+        m = owner == j
+        off = (pos[m] - centres[j]) * 2.0
+        assert torch.allclose(pooled[j, :5], normed[m].mean(0), atol=1e-5)
+        assert torch.allclose(pooled[j, 5:], normed[m].amax(0), atol=1e-5)
+        assert torch.allclose(geom[j, :3], off.mean(0), atol=1e-5)
+        assert torch.allclose(geom[j, 3:6], off.std(0, unbiased=False), atol=1e-4)
+        assert torch.isclose(geom[j, 6], torch.log1p(m.sum().float()))
+    assert int((owner == 3).sum()) == 0 and torch.equal(pooled[3], torch.zeros(10)) and torch.equal(geom[3], torch.zeros(7))
+
+
+def test_cell_tokens_see_every_gaussian_knn_tokens_do_not():
+    """Changing one far-from-centre Gaussian changes a cell token; with kNN pooling most Gaussians are invisible."""
+    f, m = random_scene(400, 5)
+    seen = {}
+    for pooling in ("cell", "knn"):
+        tok = SceneTokenizer(SceneTokenizerConfig(in_dim=FEAT, num_tokens=K, token_dim=16, pooling=pooling, num_neighbors=4,
+                                                  max_points=512)).eval()
+        base, centres = tok(f, m)
+        far = int(torch.cdist(m, centres).min(1).values.argmax())  # the Gaussian farthest from every centre
+        f2 = f.clone()
+        f2[far, 0] += 10.0  # one channel (a shift of all channels is removed by the layer norm)
+        seen[pooling] = not torch.allclose(tok(f2, m)[0], base)
+    assert seen == {"cell": True, "knn": False}
+
+
+@pytest.mark.parametrize("pooling", ["cell", "knn"])
+def test_scene_tokenizer_deterministic_batched_and_normalised(pooling):
+    cfg = SceneTokenizerConfig(in_dim=FEAT, num_tokens=K, token_dim=32, num_neighbors=8, max_points=128, pooling=pooling)
     tok = SceneTokenizer(cfg).eval()
     (f1, m1), (f2, m2) = random_scene(300, 0), random_scene(100, 1)
     t1, c1 = tok(f1, m1)
