@@ -108,9 +108,11 @@ class QAModelConfig:
 
 @dataclass
 class QABatch:
-    """A training batch: B questions, each with its own scene (scenes may repeat).
+    """A training batch: B sequences, each with its own scene (scenes may repeat).
 
     features: [N, C] concatenated per-Gaussian features; means: [N, 3]; offset: [B] cumulative counts.
+    questions / answers / situations: flat lists over all questions; ``turns`` [B] says how many consecutive
+    questions each sequence asks about its scene as a multi-turn chat (None: one question per sequence).
     """
 
     features: Tensor
@@ -119,6 +121,7 @@ class QABatch:
     questions: list[str]
     answers: list[str]
     situations: list[str | None] | None = None
+    turns: list[int] | None = None
 
 
 @dataclass
@@ -283,16 +286,51 @@ class ChorusQAModel(nn.Module):
         """Token ids of the answer followed by the end-of-turn token."""
         return self._encode(answer.strip()) + [self.end_of_turn_id]
 
-    def build_token_ids(self, questions: Sequence[str], answers: Sequence[str], situations=None, blind: bool = False) -> tuple[Tensor, Tensor]:
-        """Right-padded (input_ids [B, T], labels [B, T]); labels are IGNORE_INDEX except on the answer tokens."""
+    def follow_up_ids(self, history: Sequence[tuple[str, str]], question: str, situation: str | None = None) -> list[int]:
+        """Token ids that follow ``prefix + question_ids(q1) + answer_ids(a1) + ...`` for the next user turn.
+
+        ``history`` holds the (user text, answer) pairs already in the sequence; the ids are whatever the chat
+        template renders between the previous end-of-turn token and the next assistant header.
+        """
+        system = self._system_message(blind=True)
+        messages = [system]
+        for user, answer in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer.strip()}]
+        done = self._render(messages)
+        end = self.tokenizer.convert_ids_to_tokens(self.end_of_turn_id)
+        cut = done.rfind(end)
+        if cut < 0:
+            raise ValueError(f"the chat template does not end an assistant turn with {end!r}: cannot pack follow-up questions")
+        user = question if not situation else f"{situation.strip()} {question}"
+        full = self._render(messages + [{"role": "user", "content": user}], add_generation_prompt=True)
+        head = done[: cut + len(end)]
+        if not full.startswith(head):
+            raise ValueError("the chat template re-renders earlier turns when a turn is added; cannot pack follow-up questions")
+        return self._encode(full[len(head):])
+
+    def build_token_ids(self, questions: Sequence[str], answers: Sequence[str], situations=None, blind: bool = False,
+                        turns: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+        """Right-padded (input_ids [B, T], labels [B, T]); labels are IGNORE_INDEX except on the answer tokens.
+
+        ``turns`` packs consecutive questions into one multi-turn sequence per row (default: one per row).
+        """
         situations = situations or [None] * len(questions)
+        turns = list(turns) if turns is not None else [1] * len(questions)
+        if sum(turns) != len(questions) or min(turns, default=1) < 1:
+            raise ValueError(f"turns {turns} must be positive and sum to the number of questions ({len(questions)})")
         prefix = self.prefix_ids(blind)
-        rows, label_rows = [], []
-        for q, a, s in zip(questions, answers, situations, strict=True):
-            context = prefix + self.question_ids(q, s)
-            target = self.answer_ids(a)
-            rows.append(context + target)
-            label_rows.append([IGNORE_INDEX] * len(context) + target)
+        rows, label_rows, q = [], [], 0
+        for n in turns:
+            row, labels, history = list(prefix), [IGNORE_INDEX] * len(prefix), []
+            for question, answer, situation in zip(questions[q:q + n], answers[q:q + n], situations[q:q + n], strict=True):
+                context = self.follow_up_ids(history, question, situation) if history else self.question_ids(question, situation)
+                target = self.answer_ids(answer)
+                row += context + target
+                labels += [IGNORE_INDEX] * len(context) + target
+                history.append((question if not situation else f"{situation.strip()} {question}", answer))
+            rows.append(row)
+            label_rows.append(labels)
+            q += n
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -322,7 +360,7 @@ class ChorusQAModel(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, batch: QABatch, blind: bool = False) -> Tensor:
         """Mean cross-entropy over the answer tokens of the batch."""
-        input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind)
+        input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind, batch.turns)
         scene = None if blind else self.scene_embeddings(batch.features, batch.means, batch.offset)
         return self.loss_from_ids(input_ids, labels, scene)
 

@@ -71,7 +71,8 @@ class TrainQAConfig:
     model: dict = field(default_factory=dict)       # QAModelConfig fields (llm, num_scene_tokens, lora, ...)
     stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=1, lr=1e-3))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=2e-4))
-    batch_size: int = 8
+    batch_size: int = 8                             # sequences per step
+    questions_per_sequence: int = 1                 # >1 packs that many questions about one scene into a multi-turn chat
     grad_accum: int = 1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -89,7 +90,7 @@ class TrainQAConfig:
                 setattr(self, name, StageConfig(**getattr(self, name)))
         if self.stage1.epochs + self.stage2.epochs == 0:
             raise ValueError("TrainQAConfig: stage1.epochs + stage2.epochs is 0; nothing to train")
-        for name in ("batch_size", "grad_accum", "eval_batch_size", "max_new_tokens", "cache_points", "memory_scenes"):
+        for name in ("batch_size", "questions_per_sequence", "grad_accum", "eval_batch_size", "max_new_tokens", "cache_points", "memory_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
         if self.qa_kind not in ("synth", "scanqa", "sqa3d", "auto"):
@@ -171,14 +172,41 @@ class SceneStore:
 
 
 def make_batch(examples, store: SceneStore, rng: random.Random) -> QABatch:
-    """QABatch for a list of QAExample (one reference answer drawn per question)."""
-    pairs = [store.get(ex.scene_id) for ex in examples]
+    """QABatch for a list of QAExample, one question per sequence (one reference answer drawn per question)."""
+    return make_packed_batch([[ex] for ex in examples], store, rng)
+
+
+def make_packed_batch(groups, store: SceneStore, rng: random.Random) -> QABatch:
+    """QABatch with one multi-turn sequence per group of QAExample (all of a group's questions share its scene)."""
+    for group in groups:
+        if len({ex.scene_id for ex in group}) != 1:
+            raise ValueError(f"a packed sequence mixes scenes {sorted({ex.scene_id for ex in group})}")
+    pairs = [store.get(group[0].scene_id) for group in groups]
     counts = torch.tensor([len(m) for _, m in pairs])
+    flat = [ex for group in groups for ex in group]
     return QABatch(
         features=torch.cat([f for f, _ in pairs]).float(), means=torch.cat([m for _, m in pairs]),
-        offset=torch.cumsum(counts, 0), questions=[ex.question for ex in examples],
-        answers=[rng.choice(ex.answers) for ex in examples], situations=[ex.situation for ex in examples],
+        offset=torch.cumsum(counts, 0), questions=[ex.question for ex in flat],
+        answers=[rng.choice(ex.answers) for ex in flat], situations=[ex.situation for ex in flat],
+        turns=None if all(len(g) == 1 for g in groups) else [len(g) for g in groups],
     )
+
+
+def pack_by_scene(examples, per_sequence: int, rng: random.Random) -> list[list[int]]:
+    """Indices of ``examples`` grouped into runs of at most ``per_sequence`` questions about one scene, shuffled.
+
+    The number of groups (sum over scenes of ceil(questions / per_sequence)) does not depend on ``rng``.
+    """
+    by_scene = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_scene[ex.scene_id].append(i)
+    groups = []
+    for sid in sorted(by_scene):
+        idx = by_scene[sid]
+        rng.shuffle(idx)
+        groups += [idx[j:j + per_sequence] for j in range(0, len(idx), per_sequence)]
+    rng.shuffle(groups)
+    return groups
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -334,7 +362,8 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
         trainer_state = json.loads((last / TRAINER_STATE).read_text())
     history = trainer_state["history"]
     total_epochs = cfg.stage1.epochs + cfg.stage2.epochs
-    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
+    n_sequences = len(pack_by_scene(train_ex, cfg.questions_per_sequence, random.Random(0)))
+    steps_per_epoch = math.ceil(n_sequences / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
     t_start = time.time()
     optimizer, current_stage, wrapped = None, None, None
 
@@ -355,15 +384,14 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
         warmup = max(1, int(stage_cfg.warmup_ratio * stage_total))
 
         model.train()
-        order = list(range(len(train_ex)))
-        random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-        order = order[accelerator.process_index::accelerator.num_processes]
+        groups = pack_by_scene(train_ex, cfg.questions_per_sequence, random.Random(cfg.seed * 1000 + epoch))
+        order = groups[accelerator.process_index::accelerator.num_processes]
         answer_rng = random.Random(cfg.seed * 7919 + epoch)
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{total_epochs} (stage {stage})", unit="batch", disable=not progress)
         running, stage_step = [], (epoch - stage_first_epoch) * steps_per_epoch
         for batch_idx in bar:
-            batch = make_batch([train_ex[i] for i in batch_idx], store, answer_rng)
+            batch = make_packed_batch([[train_ex[i] for i in group] for group in batch_idx], store, answer_rng)
             with accelerator.accumulate(wrapped):
                 loss = wrapped(batch)
                 accelerator.backward(loss)

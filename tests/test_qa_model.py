@@ -172,6 +172,28 @@ def test_labels_mask_everything_but_the_answer(model):
     assert int((ids == model.scene_token_id).sum(1).unique()) == K
 
 
+def test_packed_turns_render_the_whole_conversation_and_label_every_answer(model):
+    questions, answers = ["what colour is the sofa?", "how many chairs?", "is there a lamp?"], ["dark blue", "4", "yes"]
+    situations = ["I sit on the bed.", None, None]
+    ids, labels = model.build_token_ids(questions, answers, situations, turns=[2, 1])
+    tok = model.tokenizer
+    # row 0 is exactly the chat template's rendering of the two-turn conversation (placeholders in the system turn)
+    messages = [model._system_message(blind=False),
+                {"role": "user", "content": "I sit on the bed. what colour is the sofa?"}, {"role": "assistant", "content": "dark blue"},
+                {"role": "user", "content": "how many chairs?"}, {"role": "assistant", "content": "4"}]
+    row = ids[0][: int((labels[0] != IGNORE_INDEX).nonzero().max()) + 1]
+    assert tok.decode(row).rstrip("\n") == model._render(messages).rstrip("\n")
+    kept = labels[0] != IGNORE_INDEX
+    eot = [model.end_of_turn_id]
+    assert labels[0, kept].tolist() == tok("dark blue", add_special_tokens=False)["input_ids"] + eot + tok("4", add_special_tokens=False)["input_ids"] + eot
+    # a single-turn row is what the unpacked builder makes
+    single_ids, single_labels = model.build_token_ids(questions[2:], answers[2:])
+    n = single_ids.shape[1]
+    assert torch.equal(ids[1, :n], single_ids[0]) and torch.equal(labels[1, :n], single_labels[0])
+    with pytest.raises(ValueError, match="sum to the number of questions"):
+        model.build_token_ids(questions, answers, situations, turns=[2, 2])
+
+
 def test_blind_prompt_has_no_placeholders_and_trains(model):
     ids, labels = model.build_token_ids(["what is this?"], ["a lamp"], blind=True)
     assert not (ids == model.scene_token_id).any()

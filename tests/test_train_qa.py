@@ -125,3 +125,37 @@ def test_runs_as_a_script(tiny_world, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 4
+
+
+def test_pack_by_scene_groups_one_scene_and_covers_every_question():
+    import random
+    from types import SimpleNamespace
+
+    from chorus_qa.train_qa import pack_by_scene
+
+    examples = [SimpleNamespace(scene_id=f"s{i % 3}") for i in range(20)]  # 7, 7, 6 questions
+    groups = pack_by_scene(examples, 3, random.Random(1))
+    assert sorted(i for g in groups for i in g) == list(range(20))
+    assert all(len({examples[i].scene_id for i in g}) == 1 and 1 <= len(g) <= 3 for g in groups)
+    assert len(groups) == 3 + 3 + 2 == len(pack_by_scene(examples, 3, random.Random(2)))
+    assert groups != pack_by_scene(examples, 3, random.Random(2))  # the order is shuffled per seed
+
+
+def test_packed_training_runs_fewer_steps_per_epoch(tiny_world, tmp_path):
+    d = tiny_config_dict(tiny_world, tmp_path / "packed")
+    d.update(questions_per_sequence=4, batch_size=2, stage2={"epochs": 0, "lr": 3e-3})
+    cfg_path = tmp_path / "packed.yaml"
+    cfg_path.write_text(yaml.safe_dump(d))
+    assert main(["--config", str(cfg_path), "--no-progress"]) == 0
+    from chorus_qa.datasets import load_qa_split
+    import random
+
+    train = [e for e in load_qa_split(str(tiny_world), "train", "synth") if e.answers]
+    train = random.Random(0).sample(train, 32)
+    per_scene = {}
+    for e in train:
+        per_scene[e.scene_id] = per_scene.get(e.scene_id, 0) + 1
+    sequences = sum(-(-n // 4) for n in per_scene.values())
+    history = json.loads((tmp_path / "packed" / "history.json").read_text())
+    assert len(history["step"]) == -(-sequences // 2) < 32 // 2
+    assert all(torch.isfinite(torch.tensor(history["loss"])))
