@@ -249,7 +249,7 @@ def markdown(res: dict) -> str:
              f"{ev.get('num_train_scenes', '?')} train / {len(ev.get('held_out_scenes', []))} held-out (val+test); "
              f"`small` encoder ({res.get('train', {}).get('encoder_params', 0) / 1e6:.1f}M params), "
              f"{res.get('train', {}).get('end_step', '?')} steps, training {res.get('train', {}).get('seconds', 0) / 60:.1f} min, "
-             f"lifting {res.get('lift_seconds', 0) / 60:.1f} min on 2 shared CPU cores.", "",
+             f"lifting {res.get('lift_seconds', 0) / 60:.1f} CPU-min (summed over 2 parallel workers) on 2 shared CPU cores.", "",
              "| encoder | zero-shot mIoU | zero-shot f-mIoU | linear-probe mIoU | linear-probe mAcc |", "|---|---|---|---|---|"]
     for name in ("pretrained", "random_weights"):
         if name in ev:
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     p.add_argument("--lift-workers", type=int, default=2, help="parallel single-threaded lift processes")
     p.add_argument("--lift-width", type=int, default=192, help="lifting render width (accumulated at half)")
     p.add_argument("--lift-height", type=int, default=144)
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--max-points", type=int, default=12000, help="training crop per room")
     p.add_argument("--probe-points", type=int, default=4000, help="labelled Gaussians per train room for the linear probe")
     p.add_argument("--stages", default="data,lift,train,eval,measure")
