@@ -3,10 +3,11 @@
 # re-running skips finished work. WORK holds data and runs (not committed); OUT is the release folder.
 #
 #   1. encoder: benchmarks/pretrain_probe.py = 60 synthetic rooms (density 0.3), offline-teacher lifting,
-#      300 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
+#      1500 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
 #   3. Q&A data: 160 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
-#   4. Q&A training (configs/qa_synth.yaml: stage 1 projector, stage 2 + LoRA on SmolLM2-135M) on the frozen encoder;
+#   4. Q&A training (configs/qa_synth.yaml: stage 1 projector, stage 2 + LoRA on SmolLM2-135M, 6 questions per
+#      multi-turn sequence) on the frozen encoder;
 #   5. benchmark on val, with and without scene tokens (blind), and the model card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
