@@ -39,6 +39,6 @@ stamp "5/5 benchmark (scene tokens and blind) + export"
 "$PY" scripts/export_demo.py qa --run "$WORK/qa" --out "$OUT"
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/blind" --blind
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene"
-"$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --pretrain-results benchmarks/results/pretrain_probe.json \
+"$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --run "$WORK/qa" --pretrain-results benchmarks/results/pretrain_probe.json \
   --seconds $(( $(date +%s) - start ))
 stamp "done: $OUT"
