@@ -13,7 +13,9 @@ Raw cosines are not calibrated, so the highlight uses the relevancy of LERF
 
     relevancy_i = min_j  exp(s_iq / T) / (exp(s_iq / T) + exp(s_ij / T))
 
-which is > 0.5 exactly when the query beats every canonical phrase at Gaussian i.
+which is > 0.5 exactly when the query beats every canonical phrase at Gaussian i. The canonical set adds
+"wall", "floor" and "ceiling" and, by default, the object vocabulary (a phrase is dropped when the query names
+all its words, so "red lamp" still competes with "chair" but not with "lamp").
 Gaussians with relevancy above ``threshold`` are highlighted.
 
 Answers are grounded the same way: :func:`object_mentions` finds object names
@@ -33,7 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CANONICAL_PHRASES = ("object", "things", "stuff", "texture")
+# LERF's four phrases plus the room's structure: with caption-trained language features, walls and floors
+# ("a white wall") beat "object" for most object queries, so without these a search for "lamp" lit up half a
+# room's Gaussians (16,936 of 35,251 in the living-room demo). A phrase the query itself names is left out.
+CANONICAL_PHRASES = ("object", "things", "stuff", "texture", "wall", "floor", "ceiling")
 LANGUAGE_TEACHER_HINTS = ("caption", "minilm", "language", "siglip", "clip")
 HIGHLIGHT_RGB = (1.0, 0.16, 0.05)       # strongest match
 HIGHLIGHT_RGB_WEAK = (1.0, 0.85, 0.1)   # just above the threshold
@@ -46,6 +51,11 @@ class SearchConfig:
     temperature: float = 0.1
     threshold: float = 0.5
     canonical_phrases: tuple[str, ...] = CANONICAL_PHRASES
+    # the object vocabulary (object_vocabulary(): the world's class names) competes too. Measured on three demo
+    # rooms (37 queries, each room's class names, ground-truth labels): mean precision / recall of the highlight
+    # 36.7 / 93.4 % with LERF's four phrases, 46.7 / 90.6 % adding wall/floor/ceiling, 78.0 / 75.7 % adding the
+    # vocabulary. A query broader than every name ("furniture") then matches little: switch this off for those.
+    vocabulary_competitors: bool = True
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -55,6 +65,13 @@ class SearchConfig:
         if not self.canonical_phrases:
             raise ValueError("SearchConfig.canonical_phrases is empty: give at least one phrase (e.g. 'object')")
         self.canonical_phrases = tuple(self.canonical_phrases)
+
+
+def competing_phrases(query: str, cfg: SearchConfig) -> list[str]:
+    """The phrases ``query`` must beat: canonical ones (+ the object vocabulary), minus those whose words it names."""
+    words = set(re.findall(r"[a-z]+", query.lower()))
+    pool = list(cfg.canonical_phrases) + (object_vocabulary() if cfg.vocabulary_competitors else [])
+    return [p for p in dict.fromkeys(pool) if not set(re.findall(r"[a-z]+", p.lower())) <= words] or ["object"]
 
 
 def relevancy(language: Tensor, query: Tensor, canonical: Tensor, temperature: float) -> Tensor:
@@ -212,7 +229,7 @@ class OpenVocabSearch:
             raise ValueError("OpenVocabSearch.search: the query is empty")
         cfg = self.config
         q = self.embed_text(query)
-        canonical = torch.stack([self.embed_text(p) for p in cfg.canonical_phrases])
+        canonical = torch.stack([self.embed_text(p) for p in competing_phrases(query, cfg)])
         rel = relevancy(language.float(), q, canonical, cfg.temperature)
         return SearchResult(query, rel, rel > cfg.threshold)
 

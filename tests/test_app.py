@@ -198,6 +198,36 @@ def test_search_relevancy_matches_brute_force():
     assert torch.equal(got > 0.5, beats.all(1))
 
 
+class _WordVectors:
+    """Stand-in text encoder: a fixed random unit vector per string (64-D)."""
+
+    dim = 64
+
+    def encode(self, texts):
+        out = []
+        for t in texts:
+            g = torch.Generator().manual_seed(sum(ord(c) * 31 ** i for i, c in enumerate(t)) % (2 ** 31))
+            out.append(torch.nn.functional.normalize(torch.randn(self.dim, generator=g), dim=0))
+        return torch.stack(out)
+
+
+def test_search_competes_with_structure_and_vocabulary_but_not_with_the_query():
+    from chorus_qa.highlight import OpenVocabSearch, SearchConfig, competing_phrases
+
+    cfg = SearchConfig()
+    assert "lamp" not in competing_phrases("red lamp", cfg) and {"chair", "wall", "object"} <= set(competing_phrases("red lamp", cfg))
+    assert "wall" not in competing_phrases("the wall", cfg) and "coffee table" in competing_phrases("table", cfg)
+    assert "chair" not in competing_phrases("lamp", SearchConfig(vocabulary_competitors=False))
+    enc = _WordVectors()
+    lamp, wall, chair = enc.encode(["lamp", "wall", "chair"])
+    lang = torch.stack([lamp] * 4 + [wall] * 4 + [chair] * 4)  # Gaussians whose language feature names their object
+    search = OpenVocabSearch(torch.nn.Linear(64, 64), enc, cfg)
+    for query, first in (("lamp", 0), ("wall", 4), ("chair", 8)):
+        expected = torch.zeros(12, dtype=torch.bool)
+        expected[first:first + 4] = True
+        assert torch.equal(search.search(lang, query).mask, expected), query
+
+
 def test_object_mentions_prefers_longest_names_and_plurals():
     from chorus_qa.highlight import object_mentions, object_vocabulary
 
