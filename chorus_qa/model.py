@@ -41,6 +41,11 @@ DEFAULT_SYSTEM_PROMPT = "You see a 3D scene given as scene tokens. Answer the qu
 LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def user_turn_text(question: str, situation: str | None = None) -> str:
+    """The user turn of a question: the SQA3D situation (if any) goes before the question."""
+    return question if not situation else f"{situation.strip()} {question}"
+
+
 def strict_from_dict(cls, d: dict):
     """``cls(**d)`` for a config dataclass, rejecting keys it does not have (a typo must not pass silently)."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -273,7 +278,7 @@ class ChorusQAModel(nn.Module):
 
     def question_ids(self, question: str, situation: str | None = None) -> list[int]:
         """Token ids of the user turn + assistant header that follow the prefix."""
-        user = question if not situation else f"{situation.strip()} {question}"
+        user = user_turn_text(question, situation)
         system = self._system_message(blind=True)
         head = self._render([system])
         full = self._render([system, {"role": "user", "content": user}], add_generation_prompt=True)
@@ -301,7 +306,7 @@ class ChorusQAModel(nn.Module):
         cut = done.rfind(end)
         if cut < 0:
             raise ValueError(f"the chat template does not end an assistant turn with {end!r}: cannot pack follow-up questions")
-        user = question if not situation else f"{situation.strip()} {question}"
+        user = user_turn_text(question, situation)
         full = self._render(messages + [{"role": "user", "content": user}], add_generation_prompt=True)
         head = done[: cut + len(end)]
         if not full.startswith(head):
@@ -327,7 +332,7 @@ class ChorusQAModel(nn.Module):
                 target = self.answer_ids(answer)
                 row += context + target
                 labels += [IGNORE_INDEX] * len(context) + target
-                history.append((question if not situation else f"{situation.strip()} {question}", answer))
+                history.append((user_turn_text(question, situation), answer))
             rows.append(row)
             label_rows.append(labels)
             q += n

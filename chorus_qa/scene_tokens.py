@@ -194,17 +194,15 @@ class SceneTokenizer(nn.Module):
             centre_pos = kept_pos[centre_idx]                                  # [K, 3]
         dtype = self.feature_in.weight.dtype
         if cfg.pooling == "cell":
-            pooled, geometry = pool_cells(features[kept], kept_pos, centre_pos, self.offset_scale)
-            hidden = self.feature_in(pooled.to(dtype)) + self.offset_in(geometry.to(dtype))
-            tokens = self.out_norm(self.pool_mix(hidden) + self.position_encoding(centre_pos.to(dtype)))
-            return tokens, means[kept[centre_idx]]
-        with torch.no_grad():
-            neighbours = kept[knn_indices(centre_pos, kept_pos, cfg.num_neighbors)]  # [K, k] into N
-        feats = features[neighbours].to(dtype)                                 # [K, k, C]
-        offsets = (positions[neighbours] - centre_pos[:, None]) * self.offset_scale
-        hidden = self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype))
-        hidden = nn.functional.gelu(hidden)
-        pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
+            cell_features, geometry = pool_cells(features[kept], kept_pos, centre_pos, self.offset_scale)
+            pooled = self.pool_mix(self.feature_in(cell_features.to(dtype)) + self.offset_in(geometry.to(dtype)))
+        else:
+            with torch.no_grad():
+                neighbours = kept[knn_indices(centre_pos, kept_pos, cfg.num_neighbors)]  # [K, k] into N
+            feats = features[neighbours].to(dtype)                             # [K, k, C]
+            offsets = (positions[neighbours] - centre_pos[:, None]) * self.offset_scale
+            hidden = nn.functional.gelu(self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype)))
+            pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
         tokens = self.out_norm(pooled + self.position_encoding(centre_pos.to(dtype)))
         return tokens, means[kept[centre_idx]]
 

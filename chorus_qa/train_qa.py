@@ -171,11 +171,6 @@ class SceneStore:
         return pair
 
 
-def make_batch(examples, store: SceneStore, rng: random.Random) -> QABatch:
-    """QABatch for a list of QAExample, one question per sequence (one reference answer drawn per question)."""
-    return make_packed_batch([[ex] for ex in examples], store, rng)
-
-
 def make_packed_batch(groups, store: SceneStore, rng: random.Random) -> QABatch:
     """QABatch with one multi-turn sequence per group of QAExample (all of a group's questions share its scene)."""
     for group in groups:
