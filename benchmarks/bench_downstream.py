@@ -206,11 +206,9 @@ def main(argv=None) -> int:
         models.append((f"pretrained small ({Path(gauss_ckpt).name})", *load_encoder_and_heads(checkpoint=gauss_ckpt)))
     if "random" in wanted:
         models.append(("random small (gaussian)", *load_encoder_and_heads(random_preset="small", seed=0)))
-    if "point" not in wanted:
-        pass
-    elif point_ckpt:
+    if "point" in wanted and point_ckpt:
         models.append((f"pretrained small point ({Path(point_ckpt).name})", *load_encoder_and_heads(checkpoint=point_ckpt)))
-    elif not args.no_random_point:
+    elif "point" in wanted and not args.no_random_point:
         models.append(("random small (point)", *load_encoder_and_heads(random_preset="small", variant="point", seed=0)))
 
     class_names = get_label_set("synth")

@@ -73,6 +73,8 @@ def stage_lift(args, data_dir: Path) -> float:
     (``--views``). Returns the summed seconds per scene from the lift logs."""
     import os
 
+    from encoder.lift import LiftConfig
+
     ids = read_split(data_dir, "train")
     shares = [ids[k :: args.lift_workers] for k in range(args.lift_workers)]
     link_dirs = []
@@ -85,7 +87,7 @@ def stage_lift(args, data_dir: Path) -> float:
                 link.symlink_to(Path("..") / "scenes" / sid)
         link_dirs.append(link_dir)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    passes = [(MASK_TEACHERS, args.mask_views, args.mask_min_weight), (IMAGE_TEACHERS, args.views, 0.01)]
+    passes = [(MASK_TEACHERS, args.mask_views, args.mask_min_weight), (IMAGE_TEACHERS, args.views, LiftConfig.min_weight)]
     for teachers, views, min_weight in passes:
         procs = []
         for k, link_dir in enumerate(link_dirs):
