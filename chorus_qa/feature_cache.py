@@ -100,8 +100,8 @@ class FeatureCache:
             raise ValueError(f"FeatureCache: scene id {scene_id!r} is not a safe file name")
         return self.folder / f"{scene_id}.safetensors"
 
-    def load(self, scene_id: str) -> tuple[Tensor, Tensor] | None:
-        """(features [N, C] float16, means [N, 3] float32), or None when not cached."""
+    def load_tensors(self, scene_id: str) -> dict[str, Tensor] | None:
+        """All tensors stored for ``scene_id`` (metadata checked), or None when not cached."""
         from safetensors import safe_open
 
         path = self.path(scene_id)
@@ -111,22 +111,33 @@ class FeatureCache:
             meta = f.metadata() or {}
             if meta.get("scene_id") != scene_id or meta.get("encoder_hash") != self.encoder_hash:
                 raise ValueError(f"{path}: metadata {meta} does not match scene {scene_id!r} / encoder {self.encoder_hash!r}")
-            features, means = f.get_tensor("features"), f.get_tensor("means")
-        if features.ndim != 2 or means.shape != (features.shape[0], 3):
-            raise ValueError(f"{path}: features {tuple(features.shape)} and means {tuple(means.shape)} disagree; expected (N, C) and (N, 3)")
+            return {k: f.get_tensor(k) for k in f.keys()}
+
+    def save_tensors(self, scene_id: str, tensors: dict[str, Tensor]) -> Path:
+        """Atomically store ``tensors`` (contiguous CPU copies) for ``scene_id``."""
+        from safetensors.torch import save_file
+
+        path = self.path(scene_id)
+        with atomic_file(path) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                      metadata={"scene_id": scene_id, "encoder_hash": self.encoder_hash})
+        return path
+
+    def load(self, scene_id: str) -> tuple[Tensor, Tensor] | None:
+        """(features [N, C] float16, means [N, 3] float32), or None when not cached."""
+        tensors = self.load_tensors(scene_id)
+        if tensors is None:
+            return None
+        features, means = tensors.get("features"), tensors.get("means")
+        if features is None or means is None or features.ndim != 2 or means.shape != (features.shape[0], 3):
+            shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+            raise ValueError(f"{self.path(scene_id)}: tensors {shapes}; expected features (N, C) and means (N, 3)")
         return features, means
 
     def save(self, scene_id: str, features: Tensor, means: Tensor) -> Path:
-        from safetensors.torch import save_file
-
         if features.ndim != 2 or means.shape != (features.shape[0], 3):
             raise ValueError(f"FeatureCache.save({scene_id!r}): features {tuple(features.shape)} and means {tuple(means.shape)}; expected (N, C) and (N, 3)")
-        path = self.path(scene_id)
-        with atomic_file(path) as tmp:
-            save_file({"features": features.detach().to(torch.float16).contiguous().cpu(),
-                       "means": means.detach().float().contiguous().cpu()}, str(tmp),
-                      metadata={"scene_id": scene_id, "encoder_hash": self.encoder_hash})
-        return path
+        return self.save_tensors(scene_id, {"features": features.to(torch.float16), "means": means.float()})
 
     def get_or_compute(self, scene_id: str, compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         """Cached (features float16, means) of ``scene_id``, calling ``compute()`` and storing it on a miss."""

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from data.atomic import atomic_directory
 
 from .projector import mlp2x_gelu
-from .scene_tokens import SceneTokenizer, SceneTokenizerConfig
+from .scene_tokens import PooledScene, SceneTokenizer, SceneTokenizerConfig
 
 SCENE_TOKEN = "<scene>"
 IGNORE_INDEX = -100
@@ -116,17 +116,19 @@ class QABatch:
     """A training batch: B sequences, each with its own scene (scenes may repeat).
 
     features: [N, C] concatenated per-Gaussian features; means: [N, 3]; offset: [B] cumulative counts.
+    pooled: instead of features/means/offset (left None), one PooledScene per sequence ("cell" pooling).
     questions / answers / situations: flat lists over all questions; ``turns`` [B] says how many consecutive
     questions each sequence asks about its scene as a multi-turn chat (None: one question per sequence).
     """
 
-    features: Tensor
-    means: Tensor
-    offset: Tensor
+    features: Tensor | None
+    means: Tensor | None
+    offset: Tensor | None
     questions: list[str]
     answers: list[str]
     situations: list[str | None] | None = None
     turns: list[int] | None = None
+    pooled: list[PooledScene] | None = None
 
 
 @dataclass
@@ -353,6 +355,10 @@ class ChorusQAModel(nn.Module):
             tokens = tokens.unsqueeze(0)
         return self.projector(tokens)
 
+    def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
+        """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``)."""
+        return self.projector(torch.stack([self.scene_tokenizer.embed_pooled(p)[0] for p in pooled]))
+
     def embed(self, input_ids: Tensor, scene_embeds: Tensor | None) -> Tensor:
         """Token embeddings [B, T, H] with scene tokens placed (pass None for a blind prompt)."""
         embeds = self.causal_lm.get_input_embeddings()(input_ids.to(self.device))
@@ -366,7 +372,12 @@ class ChorusQAModel(nn.Module):
     def forward(self, batch: QABatch, blind: bool = False) -> Tensor:
         """Mean cross-entropy over the answer tokens of the batch."""
         input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind, batch.turns)
-        scene = None if blind else self.scene_embeddings(batch.features, batch.means, batch.offset)
+        if blind:
+            scene = None
+        elif batch.pooled is not None:
+            scene = self.pooled_embeddings(batch.pooled)
+        else:
+            scene = self.scene_embeddings(batch.features, batch.means, batch.offset)
         return self.loss_from_ids(input_ids, labels, scene)
 
     def loss_from_ids(self, input_ids: Tensor, labels: Tensor, scene_embeds: Tensor | None) -> Tensor:
@@ -405,6 +416,11 @@ class ChorusQAModel(nn.Module):
         """Scene tokens + prefix KV cache of one scene, ready for many questions."""
         with self._inference():
             return self.prepare_scenes(self.scene_embeddings(features, means))
+
+    def prepare_pooled(self, pooled: PooledScene) -> SceneContext:
+        """``prepare_scene`` from an already pooled scene (identical to it for the inference pooling)."""
+        with self._inference():
+            return self.prepare_scenes(self.pooled_embeddings([pooled]))
 
     def _logits_last(self, hidden: Tensor) -> Tensor:
         logits = self.causal_lm.get_output_embeddings()(hidden[:, -1]).float()

@@ -119,15 +119,18 @@ def pool_cells(features: Tensor, positions: Tensor, centres: Tensor, offset_scal
     return torch.cat([mean, peak], -1), torch.cat([off_mean, spread, torch.log1p(count)[:, None]], -1)
 
 
-def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool) -> tuple[Tensor, Tensor]:
+def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Choose the kept subset and the FPS centres of one scene.
 
     positions: [N, 3] normalised. Returns (kept [M] indices into N, centres [K] indices into kept).
+    ``training`` draws a random subset and FPS start (from ``generator`` when given); inference is
+    seeded by ``cfg.seed`` and starts at the point nearest the centroid.
     """
     n = positions.shape[0]
     if n > cfg.max_points:
         if training:
-            kept = torch.randperm(n, device=positions.device)[: cfg.max_points]
+            kept = torch.randperm(n, generator=generator)[: cfg.max_points].to(positions.device)
         else:
             gen = torch.Generator().manual_seed(cfg.seed)
             kept = torch.randperm(n, generator=gen)[: cfg.max_points].to(positions.device)
@@ -136,10 +139,51 @@ def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool)
         kept = torch.arange(n, device=positions.device)
     sub = positions[kept]
     if training:
-        start = int(torch.randint(sub.shape[0], (1,)))
+        start = int(torch.randint(sub.shape[0], (1,), generator=generator))
     else:
         start = int((sub - sub.mean(0)).square().sum(1).argmin())
     return kept, farthest_point_sample(sub, cfg.num_tokens, start)
+
+
+@dataclass
+class PooledScene:
+    """The parameter-free half of cell tokenization of one scene (everything before the learned layers).
+
+    cells [K, 2C] (cell mean | max of layer-normed features), geometry [K, 7], positions [K, 3] (normalised
+    centre positions), centres [K, 3] (metres). Small (~K * 2C numbers), so Q&A training caches a few of
+    these per scene instead of the per-Gaussian features.
+    """
+
+    cells: Tensor
+    geometry: Tensor
+    positions: Tensor
+    centres: Tensor
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        return {"cells": self.cells, "geometry": self.geometry, "positions": self.positions, "centres": self.centres}
+
+
+def check_scene_inputs(features: Tensor, means: Tensor, in_dim: int) -> None:
+    if features.ndim != 2 or features.shape[1] != in_dim:
+        raise ValueError(f"SceneTokenizer: features have shape {tuple(features.shape)}, expected (N, {in_dim})")
+    if means.shape != (features.shape[0], 3):
+        raise ValueError(f"SceneTokenizer: means have shape {tuple(means.shape)}, expected ({features.shape[0]}, 3)")
+    if features.shape[0] == 0:
+        raise ValueError("SceneTokenizer: the scene has no Gaussians")
+
+
+@torch.no_grad()
+def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, training: bool = False,
+               generator: torch.Generator | None = None) -> PooledScene:
+    """Cell pooling of one scene: features [N, C], means [N, 3] -> PooledScene (see ``select_centres``)."""
+    check_scene_inputs(features, means, cfg.in_dim)
+    means = means.float()
+    positions, _, _ = normalize_positions(means)
+    kept, centre_idx = select_centres(positions, cfg, training, generator)
+    kept_pos = positions[kept]
+    centre_pos = kept_pos[centre_idx]
+    cells, geometry = pool_cells(features[kept], kept_pos, centre_pos, float(cfg.num_tokens) ** (1.0 / 3.0))
+    return PooledScene(cells=cells, geometry=geometry, positions=centre_pos, centres=means[kept[centre_idx]])
 
 
 # ----------------------------------------------------------------------------- module
@@ -180,31 +224,38 @@ class SceneTokenizer(nn.Module):
     def tokenize_one(self, features: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
         """features: [N, C], means: [N, 3] -> tokens [K, D_tok], centres [K, 3] (metres)."""
         cfg = self.config
-        if features.ndim != 2 or features.shape[1] != cfg.in_dim:
-            raise ValueError(f"SceneTokenizer: features have shape {tuple(features.shape)}, expected (N, {cfg.in_dim})")
-        if means.shape != (features.shape[0], 3):
-            raise ValueError(f"SceneTokenizer: means have shape {tuple(means.shape)}, expected ({features.shape[0]}, 3)")
-        if features.shape[0] == 0:
-            raise ValueError("SceneTokenizer: the scene has no Gaussians")
+        if cfg.pooling == "cell":
+            return self.embed_pooled(pool_scene(features, means, cfg, self.training))
+        check_scene_inputs(features, means, cfg.in_dim)
         means = means.float()
         with torch.no_grad():
             positions, _, _ = normalize_positions(means)
             kept, centre_idx = select_centres(positions, cfg, self.training)
             kept_pos = positions[kept]
             centre_pos = kept_pos[centre_idx]                                  # [K, 3]
+            neighbours = kept[knn_indices(centre_pos, kept_pos, cfg.num_neighbors)]  # [K, k] into N
         dtype = self.feature_in.weight.dtype
-        if cfg.pooling == "cell":
-            cell_features, geometry = pool_cells(features[kept], kept_pos, centre_pos, self.offset_scale)
-            pooled = self.pool_mix(self.feature_in(cell_features.to(dtype)) + self.offset_in(geometry.to(dtype)))
-        else:
-            with torch.no_grad():
-                neighbours = kept[knn_indices(centre_pos, kept_pos, cfg.num_neighbors)]  # [K, k] into N
-            feats = features[neighbours].to(dtype)                             # [K, k, C]
-            offsets = (positions[neighbours] - centre_pos[:, None]) * self.offset_scale
-            hidden = nn.functional.gelu(self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype)))
-            pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
+        feats = features[neighbours].to(dtype)                                 # [K, k, C]
+        offsets = (positions[neighbours] - centre_pos[:, None]) * self.offset_scale
+        hidden = nn.functional.gelu(self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype)))
+        pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
         tokens = self.out_norm(pooled + self.position_encoding(centre_pos.to(dtype)))
         return tokens, means[kept[centre_idx]]
+
+    def embed_pooled(self, pooled: PooledScene) -> tuple[Tensor, Tensor]:
+        """The learned half of cell tokenization: PooledScene -> tokens [K, D_tok], centres [K, 3] (metres)."""
+        cfg = self.config
+        if cfg.pooling != "cell":
+            raise ValueError(f"SceneTokenizer.embed_pooled: pooling is {cfg.pooling!r}; pooled scenes exist for 'cell' only")
+        k = cfg.num_tokens
+        if pooled.cells.shape != (k, 2 * cfg.in_dim) or pooled.geometry.shape != (k, CELL_GEOMETRY_DIM):
+            raise ValueError(f"SceneTokenizer.embed_pooled: cells {tuple(pooled.cells.shape)} and geometry "
+                             f"{tuple(pooled.geometry.shape)}; expected ({k}, {2 * cfg.in_dim}) and ({k}, {CELL_GEOMETRY_DIM})")
+        weight = self.feature_in.weight
+        dtype, device = weight.dtype, weight.device
+        hidden = self.feature_in(pooled.cells.to(device, dtype)) + self.offset_in(pooled.geometry.to(device, dtype))
+        tokens = self.out_norm(self.pool_mix(hidden) + self.position_encoding(pooled.positions.to(device, dtype)))
+        return tokens, pooled.centres.to(device)
 
     def forward(self, features: Tensor, means: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """features [N, C], means [N, 3], offset [B] cumulative counts or None.

@@ -30,6 +30,7 @@ import math
 import os
 import random
 import time
+import zlib
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ import torch
 
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig, strict_from_dict
+from chorus_qa.scene_tokens import PooledScene, SceneTokenizerConfig, pool_scene
 from data.atomic import atomic_directory
 
 TRAINER_STATE = "trainer_state.json"
@@ -63,6 +65,9 @@ class TrainQAConfig:
     feature_cache: str | None = None                # default: <data_dir>/feature_cache
     cache_points: int = 32768                       # Gaussians kept per scene in the feature cache (seeded subsample)
     memory_scenes: int = 64                         # scenes kept in RAM (LRU)
+    pooled_variants: int = 4                        # "cell" pooling: cache this many pooled versions per scene instead of
+                                                    # per-Gaussian features (0 = the inference pooling, 1.. = random training
+                                                    # draws); 0 switches to the per-Gaussian feature cache (required for "knn")
     qa_kind: str = "synth"                          # load_qa_split kind: synth, scanqa, sqa3d, auto
     train_split: str = "train"
     val_split: str = "val"
@@ -93,6 +98,11 @@ class TrainQAConfig:
         for name in ("batch_size", "questions_per_sequence", "grad_accum", "eval_batch_size", "max_new_tokens", "cache_points", "memory_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
+        if self.pooled_variants < 0:
+            raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants}: expected >= 0")
+        if self.pooled_variants and self.model.get("pooling", "cell") != "cell":
+            raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants} needs model.pooling 'cell' "
+                             f"(got {self.model.get('pooling')!r}); set pooled_variants: 0 for per-Gaussian features")
         if self.qa_kind not in ("synth", "scanqa", "sqa3d", "auto"):
             raise ValueError(f"TrainQAConfig.qa_kind = {self.qa_kind!r}: expected synth, scanqa, sqa3d or auto")
         bad = {"feature_dim", "encoder_ref", "encoder_hash", "llm_dtype", "quantization"} & set(self.model)
@@ -170,18 +180,95 @@ class SceneStore:
             self.memory.popitem(last=False)
         return pair
 
+    def batch_inputs(self, scene_ids: list[str], rng: random.Random) -> dict:
+        """QABatch scene fields for one sequence per scene id: concatenated features, means, offsets."""
+        pairs = [self.get(sid) for sid in scene_ids]
+        counts = torch.tensor([len(m) for _, m in pairs])
+        return {"features": torch.cat([f for f, _ in pairs]).float(), "means": torch.cat([m for _, m in pairs]),
+                "offset": torch.cumsum(counts, 0)}
 
-def make_packed_batch(groups, store: SceneStore, rng: random.Random) -> QABatch:
+    def context(self, model: ChorusQAModel, scene_id: str):
+        """The scene's prefix KV cache for evaluation."""
+        return model.prepare_scene(*self.get(scene_id))
+
+
+class PooledSceneStore:
+    """Per-scene cell-pooled scenes (``scene_tokens.pool_scene``), cached instead of per-Gaussian features.
+
+    Pooling has no parameters, so the tokens the model trains on are exact. Each scene is encoded once and
+    pooled ``variants`` times: variant 0 is the inference pooling (what the app and the benchmark compute),
+    variants 1.. are training draws (random Gaussian subset and FPS start, seeded per scene). A scene costs
+    ~K * 2C numbers per variant instead of N * C: 1000 rooms fit in a few hundred MB, in RAM and on disk.
+    """
+
+    def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig):
+        root = cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
+        key = f"{source.encoder_hash}_cells_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}_v{cfg.pooled_variants}_r{cfg.seed}"
+        self.cache = FeatureCache(root, key)
+        self.source, self.cfg, self.token_cfg = source, cfg, token_cfg
+        self.memory: dict[str, dict[str, torch.Tensor]] = {}
+
+    def _compute(self, scene_id: str) -> dict[str, torch.Tensor]:
+        from data import load_scene
+
+        from chorus_qa.datasets import scene_dir
+
+        features, means = self.source(load_scene(scene_dir(self.cfg.data_dir, scene_id)))
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.cfg.seed}/{scene_id}".encode()))
+        variants = [pool_scene(features, means, self.token_cfg, training=i > 0, generator=gen)
+                    for i in range(self.cfg.pooled_variants)]
+        return {name: torch.stack([getattr(v, name) for v in variants]).to(torch.float16 if name == "cells" else torch.float32)
+                for name in ("cells", "geometry", "positions", "centres")}
+
+    def precompute(self, scene_ids, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        missing = [s for s in sorted(set(scene_ids)) if not self.cache.path(s).is_file()]
+        for sid in tqdm(missing, desc="encode + pool scenes", unit="scene", disable=not progress or not missing):
+            self.cache.save_tensors(sid, self._compute(sid))
+
+    def variants(self, scene_id: str) -> dict[str, torch.Tensor]:
+        if scene_id not in self.memory:
+            tensors = self.cache.load_tensors(scene_id)
+            if tensors is None:
+                tensors = self._compute(scene_id)
+                self.cache.save_tensors(scene_id, tensors)
+            if tensors["cells"].shape[0] != self.cfg.pooled_variants:
+                raise ValueError(f"{self.cache.path(scene_id)}: {tensors['cells'].shape[0]} variants, expected {self.cfg.pooled_variants}")
+            self.memory[scene_id] = tensors
+        return self.memory[scene_id]
+
+    def get(self, scene_id: str, variant: int = 0) -> PooledScene:
+        t = self.variants(scene_id)
+        return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant],
+                           positions=t["positions"][variant], centres=t["centres"][variant])
+
+    def batch_inputs(self, scene_ids: list[str], rng: random.Random) -> dict:
+        """QABatch scene fields: one training variant per sequence (variant 0 only when it is the sole one)."""
+        top = self.cfg.pooled_variants - 1
+        pooled = [self.get(sid, rng.randint(1, top) if top else 0) for sid in scene_ids]
+        return {"features": None, "means": None, "offset": None, "pooled": pooled}
+
+    def context(self, model: ChorusQAModel, scene_id: str):
+        return model.prepare_pooled(self.get(scene_id, 0))
+
+
+def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: QAModelConfig):
+    """The pooled store for "cell" pooling with ``pooled_variants`` > 0, else the per-Gaussian feature store."""
+    if cfg.pooled_variants:
+        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config())
+    return SceneStore(cfg, source)
+
+
+def make_packed_batch(groups, store, rng: random.Random) -> QABatch:
     """QABatch with one multi-turn sequence per group of QAExample (all of a group's questions share its scene)."""
     for group in groups:
         if len({ex.scene_id for ex in group}) != 1:
             raise ValueError(f"a packed sequence mixes scenes {sorted({ex.scene_id for ex in group})}")
-    pairs = [store.get(group[0].scene_id) for group in groups]
-    counts = torch.tensor([len(m) for _, m in pairs])
+    scene_inputs = store.batch_inputs([group[0].scene_id for group in groups], rng)
     flat = [ex for group in groups for ex in group]
     return QABatch(
-        features=torch.cat([f for f, _ in pairs]).float(), means=torch.cat([m for _, m in pairs]),
-        offset=torch.cumsum(counts, 0), questions=[ex.question for ex in flat],
+        **scene_inputs, questions=[ex.question for ex in flat],
         answers=[rng.choice(ex.answers) for ex in flat], situations=[ex.situation for ex in flat],
         turns=None if all(len(g) == 1 for g in groups) else [len(g) for g in groups],
     )
@@ -205,7 +292,7 @@ def pack_by_scene(examples, per_sequence: int, rng: random.Random) -> list[list[
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate_em(model: ChorusQAModel, examples, store: SceneStore, cfg: TrainQAConfig, blind: bool = False,
+def evaluate_em(model: ChorusQAModel, examples, store, cfg: TrainQAConfig, blind: bool = False,
                 progress: bool = True) -> dict:
     """EM@1 overall and per question type; scenes are prefixed once and their questions batched."""
     from tqdm import tqdm
@@ -218,7 +305,7 @@ def evaluate_em(model: ChorusQAModel, examples, store: SceneStore, cfg: TrainQAC
     hits, per_type = [], defaultdict(list)
     bar = tqdm(total=len(examples), desc="eval" + (" blind" if blind else ""), unit="q", disable=not progress, leave=False)
     for sid, group in by_scene.items():
-        context = None if blind else model.prepare_scene(*store.get(sid))
+        context = None if blind else store.context(model, sid)
         for i in range(0, len(group), cfg.eval_batch_size):
             chunk = group[i:i + cfg.eval_batch_size]
             preds = model.generate(context, [e.question for e in chunk], [e.situation for e in chunk],
@@ -339,15 +426,14 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data_dir}: split {cfg.train_split!r} has no answered questions")
 
     source = SceneFeatureSource(cfg.encoder, device=device)
-    store = SceneStore(cfg, source)
-    if main_process:
-        store.precompute([e.scene_id for e in train_ex + val_ex], progress)
-    accelerator.wait_for_everyone()
-
     model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim, "encoder_ref": cfg.encoder,
                                          "encoder_hash": source.encoder_hash,
                                          "llm_dtype": "bfloat16" if cfg.bf16 else "float32",
                                          "quantization": cfg.quantization})
+    store = make_scene_store(cfg, source, model_cfg)
+    if main_process:
+        store.precompute([e.scene_id for e in train_ex + val_ex], progress)
+    accelerator.wait_for_everyone()
     model = ChorusQAModel.build(model_cfg, device=device)
     trainer_state = {"epoch": 0, "global_step": 0, "best_em": -1.0,
                      "history": {"step": [], "loss": [], "eval": []}, "config": cfg.to_dict()}

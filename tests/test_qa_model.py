@@ -394,3 +394,37 @@ def test_chat_session_encodes_once_and_streams(tmp_path):
     fresh.set_scene(scene_a)  # cached on disk
     assert calls == ["a", "b"]
     assert fresh.answer("what colour is the chair?", max_new_tokens=5) == whole
+
+
+@pytest.mark.parametrize("n", [300, 1000])  # 1000 > max_points: the seeded inference subset is used
+def test_pooled_scene_then_embed_equals_direct_tokenization(n):
+    from chorus_qa.scene_tokens import pool_scene
+
+    cfg = SceneTokenizerConfig(in_dim=FEAT, num_tokens=K, token_dim=32, max_points=512)
+    tok = SceneTokenizer(cfg).eval()
+    f, m = random_scene(n, 3)
+    direct, centres = tok(f, m)
+    pooled = pool_scene(f, m, cfg)
+    tokens, centres2 = tok.embed_pooled(pooled)
+    assert torch.equal(tokens, direct) and torch.equal(centres2, centres)
+    # a training draw is a different pooling of the same scene (random FPS start), reproducible from its generator
+    draw = pool_scene(f, m, cfg, training=True, generator=torch.Generator().manual_seed(4))
+    again = pool_scene(f, m, cfg, training=True, generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(draw.positions, pooled.positions) and torch.equal(draw.cells, again.cells)
+    with pytest.raises(ValueError, match="expected"):
+        tok.embed_pooled(pool_scene(f[:, :8], m, SceneTokenizerConfig(in_dim=8, num_tokens=K)))
+
+
+def test_prepare_pooled_answers_like_prepare_scene(model):
+    from chorus_qa.scene_tokens import pool_scene
+
+    f, m = random_scene(300, 2)
+    pooled = pool_scene(f, m, model.scene_tokenizer.config)
+    a = model.prepare_scene(f, m)
+    b = model.prepare_pooled(pooled)
+    qs = ["how many chairs are there?", "what colour is the sofa?"]
+    assert model.generate(a, qs, max_new_tokens=5) == model.generate(b, qs, max_new_tokens=5)
+    batch = QABatch(None, None, None, ["what is on the desk?"], ["a lamp"], pooled=[pooled])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(batch), model(make_batch([(f, m)], batch.questions, batch.answers)), atol=1e-5)

@@ -159,3 +159,41 @@ def test_packed_training_runs_fewer_steps_per_epoch(tiny_world, tmp_path):
     history = json.loads((tmp_path / "packed" / "history.json").read_text())
     assert len(history["step"]) == -(-sequences // 2) < 32 // 2
     assert all(torch.isfinite(torch.tensor(history["loss"])))
+
+
+def test_pooled_store_variants_are_exact_cached_and_reproducible(tiny_world, tmp_path):
+    import random
+
+    from chorus_qa.feature_cache import SceneFeatureSource
+    from chorus_qa.model import QAModelConfig
+    from chorus_qa.scene_tokens import pool_scene
+    from chorus_qa.train_qa import PooledSceneStore, SceneStore, make_scene_store
+    from data import load_scene
+
+    d = tiny_config_dict(tiny_world, tmp_path / "run")
+    d["model"]["max_points"] = 64  # below the rooms' Gaussian count: training draws use different subsets
+    cfg = TrainQAConfig.from_dict({**d, "feature_cache": str(tmp_path / "cache")})
+    source = SceneFeatureSource("raw")
+    mcfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim})
+    store = make_scene_store(cfg, source, mcfg)
+    assert isinstance(store, PooledSceneStore)
+    sid = sorted(p.name for p in (tiny_world / "scenes").iterdir())[0]
+    store.precompute([sid], progress=False)
+    scene = load_scene(tiny_world / "scenes" / sid)
+    ref = pool_scene(*source(scene), mcfg.scene_tokenizer_config())  # the inference pooling, computed directly
+    v0 = store.get(sid, 0)
+    assert torch.allclose(v0.cells, ref.cells, atol=1e-2) and torch.equal(v0.positions, ref.positions)
+    draws = [store.get(sid, i).positions for i in range(1, cfg.pooled_variants)]
+    assert all(not torch.equal(p, ref.positions) for p in draws)
+    # a fresh store reads the same file; recomputing in another cache folder gives the same draws
+    again = PooledSceneStore(cfg, source, mcfg.scene_tokenizer_config())
+    assert torch.equal(again.get(sid, 2).cells, store.get(sid, 2).cells)
+    other = TrainQAConfig.from_dict({**d, "feature_cache": str(tmp_path / "cache2")})
+    fresh = PooledSceneStore(other, source, mcfg.scene_tokenizer_config())
+    assert torch.equal(fresh.get(sid, 3).cells, store.get(sid, 3).cells)
+    inputs = store.batch_inputs([sid, sid], random.Random(0))
+    assert inputs["features"] is None and len(inputs["pooled"]) == 2
+    # pooled_variants 0 = per-Gaussian features; kNN pooling cannot be pooled ahead
+    assert isinstance(make_scene_store(TrainQAConfig.from_dict({**d, "pooled_variants": 0}), source, mcfg), SceneStore)
+    with pytest.raises(ValueError, match="pooled_variants"):
+        TrainQAConfig.from_dict({**d, "model": {**d["model"], "pooling": "knn"}})
