@@ -8,7 +8,10 @@ atomic (temporary file + rename).
 
 Feature sources: ``"raw"`` uses the Gaussian attributes themselves (the 11
 encoder input channels: colour, opacity, quaternion, log-scale), which needs no
-encoder (tests and smoke runs); otherwise a Chorus encoder checkpoint folder.
+encoder (tests and smoke runs); ``"oracle-labels"`` uses the ground-truth class of each
+Gaussian (one-hot, 64 slots) and its colour: a diagnostic upper bound on what perfect
+per-Gaussian semantics give the Q&A model (never a model to release); otherwise a Chorus
+encoder checkpoint folder.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from data.atomic import atomic_file
 
 RAW_FEATURES = "raw"
 RAW_FEATURE_DIM = 11
+ORACLE_FEATURES = "oracle-labels"
+ORACLE_CLASS_SLOTS = 64
 
 
 def encoder_checkpoint_hash(checkpoint: str | os.PathLike) -> str:
-    """16 hex digits of SHA-256 over the relative names and bytes of every file of a checkpoint (or "raw")."""
-    if str(checkpoint) == RAW_FEATURES:
-        return RAW_FEATURES
+    """16 hex digits of SHA-256 over the relative names and bytes of every file of a checkpoint (or "raw" / "oracle-labels")."""
+    if str(checkpoint) in (RAW_FEATURES, ORACLE_FEATURES):
+        return str(checkpoint)
     root = Path(checkpoint)
     if not root.exists():
         raise FileNotFoundError(f"encoder checkpoint {root}: not found")
@@ -51,6 +56,19 @@ def raw_gaussian_features(scene) -> Tensor:
     return torch.cat([scene.colors, scene.opacities[:, None], scene.quats, log_scale], 1).float()
 
 
+def oracle_label_features(scene) -> Tensor:
+    """Ground-truth semantics as features: one-hot class id (64 slots; unlabelled = all zero) | colour -> [N, 67]."""
+    if scene.semantic is None:
+        raise ValueError(f"{scene.name or 'scene'}: oracle-labels features need per-Gaussian semantic labels")
+    labels = scene.semantic.long()
+    if int(labels.max()) >= ORACLE_CLASS_SLOTS:
+        raise ValueError(f"{scene.name or 'scene'}: class id {int(labels.max())} >= {ORACLE_CLASS_SLOTS} oracle slots")
+    onehot = torch.zeros(len(labels), ORACLE_CLASS_SLOTS)
+    known = labels >= 0
+    onehot[known.nonzero().squeeze(1), labels[known]] = 1.0
+    return torch.cat([onehot, scene.colors.float()], 1)
+
+
 class SceneFeatureSource:
     """Computes (features [N, C], means [N, 3]) for a scene: raw attributes or a frozen Chorus encoder."""
 
@@ -61,6 +79,8 @@ class SceneFeatureSource:
         self._predictor = None
         if self.encoder_ref == RAW_FEATURES:
             self.out_dim = RAW_FEATURE_DIM
+        elif self.encoder_ref == ORACLE_FEATURES:
+            self.out_dim = ORACLE_CLASS_SLOTS + 3
         else:
             from encoder import ChorusEncoder, EncoderPredictor
 
@@ -76,6 +96,8 @@ class SceneFeatureSource:
         return self._predictor
 
     def __call__(self, scene) -> tuple[Tensor, Tensor]:
+        if self.encoder_ref == ORACLE_FEATURES:
+            return oracle_label_features(scene), scene.means.float()
         if self._predictor is None:
             return raw_gaussian_features(scene), scene.means.float()
         feats = self._predictor.encode(scene, half=True)

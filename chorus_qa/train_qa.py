@@ -195,7 +195,7 @@ class SceneStore:
 class PooledSceneStore:
     """Per-scene cell-pooled scenes (``scene_tokens.pool_scene``), cached instead of per-Gaussian features.
 
-    Pooling has no parameters, so the tokens the model trains on are exact. Each scene is encoded once and
+    Pooling has no parameters, so the model trains on its own tokens (cells stored in fp16). Each scene is encoded once and
     pooled ``variants`` times: variant 0 is the inference pooling (what the app and the benchmark compute),
     variants 1.. are training draws (random Gaussian subset and FPS start, seeded per scene). A scene costs
     ~K * 2C numbers per variant instead of N * C: 1000 rooms fit in a few hundred MB, in RAM and on disk.

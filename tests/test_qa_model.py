@@ -428,3 +428,22 @@ def test_prepare_pooled_answers_like_prepare_scene(model):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(model(batch), model(make_batch([(f, m)], batch.questions, batch.answers)), atol=1e-5)
+
+
+def test_oracle_label_features_are_one_hot_classes_and_colour():
+    from chorus_qa.feature_cache import ORACLE_CLASS_SLOTS, SceneFeatureSource
+    from data.scene import GaussianScene
+
+    n = 5
+    scene = GaussianScene(means=torch.rand(n, 3), quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                          scales=torch.full((n, 3), 0.01), opacities=torch.ones(n), colors=torch.rand(n, 3),
+                          semantic=torch.tensor([0, 3, -1, 3, 7]))
+    source = SceneFeatureSource("oracle-labels")
+    feats, means = source(scene)
+    assert source.out_dim == feats.shape[1] == ORACLE_CLASS_SLOTS + 3 and torch.equal(means, scene.means)
+    assert feats[:, :ORACLE_CLASS_SLOTS].argmax(1)[[0, 1, 3, 4]].tolist() == [0, 3, 3, 7]
+    assert feats[:, :ORACLE_CLASS_SLOTS].sum(1).tolist() == [1, 1, 0, 1, 1]  # unlabelled: no class
+    assert torch.equal(feats[:, ORACLE_CLASS_SLOTS:], scene.colors)
+    with pytest.raises(ValueError, match="semantic"):
+        source(GaussianScene(means=scene.means, quats=scene.quats, scales=scene.scales, opacities=scene.opacities,
+                             colors=scene.colors))
