@@ -5,7 +5,7 @@
 #   1. encoder: benchmarks/pretrain_probe.py = 60 synthetic rooms (density 0.3), offline-teacher lifting,
 #      1500 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
-#   3. Q&A data: 160 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
+#   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
 #   4. Q&A training (configs/qa_synth.yaml: stage 1 projector, stage 2 + LoRA on SmolLM2-135M, 6 questions per
 #      multi-turn sequence) on the frozen encoder;
 #   5. benchmark on val, with and without scene tokens (blind), and the model card.
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/demo}
 OUT=${OUT:-checkpoints/demo}
-QA_SCENES=${QA_SCENES:-160}
+QA_SCENES=${QA_SCENES:-1000}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)
@@ -28,7 +28,7 @@ stamp "2/5 exporting the encoder and its teacher heads to $OUT"
 
 stamp "3/5 Q&A data: $QA_SCENES rooms"
 if [ ! -f "$WORK/qa_data/splits/val.txt" ]; then
-  "$PY" -m data.synth --scenes "$QA_SCENES" --out "$WORK/qa_data" --seed 1 --density 0.3
+  "$PY" -m data.synth --scenes "$QA_SCENES" --out "$WORK/qa_data" --seed 2 --density 0.3 --workers 2
 fi
 
 stamp "4/5 Q&A training"
@@ -38,7 +38,7 @@ stamp "4/5 Q&A training"
 stamp "5/5 benchmark (scene tokens and blind) + export"
 "$PY" scripts/export_demo.py qa --run "$WORK/qa" --out "$OUT"
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/blind" --blind
-"$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene"
+"$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene" --feature-cache none
 "$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --run "$WORK/qa" --pretrain-results benchmarks/results/pretrain_probe.json \
   --seconds $(( $(date +%s) - start ))
 stamp "done: $OUT"
