@@ -66,8 +66,8 @@ class TrainQAConfig:
     cache_points: int = 32768                       # Gaussians kept per scene in the feature cache (seeded subsample)
     memory_scenes: int = 64                         # scenes kept in RAM (LRU)
     pooled_variants: int = 4                        # "cell" pooling: cache this many pooled versions per scene instead of
-                                                    # per-Gaussian features (0 = the inference pooling, 1.. = random training
-                                                    # draws); 0 switches to the per-Gaussian feature cache (required for "knn")
+                                                    # per-Gaussian features (version 0 = the inference pooling, the others
+                                                    # random training draws); 0 = per-Gaussian feature cache (needed for "knn")
     qa_kind: str = "synth"                          # load_qa_split kind: synth, scanqa, sqa3d, auto
     train_split: str = "train"
     val_split: str = "val"
@@ -195,15 +195,17 @@ class SceneStore:
 class PooledSceneStore:
     """Per-scene cell-pooled scenes (``scene_tokens.pool_scene``), cached instead of per-Gaussian features.
 
-    Pooling has no parameters, so the model trains on its own tokens (cells stored in fp16). Each scene is encoded once and
-    pooled ``variants`` times: variant 0 is the inference pooling (what the app and the benchmark compute),
-    variants 1.. are training draws (random Gaussian subset and FPS start, seeded per scene). A scene costs
-    ~K * 2C numbers per variant instead of N * C: 1000 rooms fit in a few hundred MB, in RAM and on disk.
+    Pooling has no parameters, so the model trains on its own tokens (cells stored in fp16). Each scene is
+    encoded once and pooled ``pooled_variants`` times: variant 0 is the inference pooling (what the app and the
+    benchmark compute), variants 1.. are training draws (random Gaussian subset and FPS start, seeded per
+    scene). A scene costs ~K * 2C numbers per variant instead of N * C: 1000 rooms fit in a few hundred MB,
+    in RAM and on disk.
     """
 
     def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig):
         root = cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
-        key = f"{source.encoder_hash}_cells_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}_v{cfg.pooled_variants}_r{cfg.seed}"
+        key = (f"{source.encoder_hash}_cells_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}"
+               f"_v{cfg.pooled_variants}_r{cfg.seed}")
         self.cache = FeatureCache(root, key)
         self.source, self.cfg, self.token_cfg = source, cfg, token_cfg
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
