@@ -59,6 +59,11 @@ class SceneTokenizerConfig:
         if self.fourier_sigma <= 0:
             raise ValueError(f"SceneTokenizerConfig.fourier_sigma = {self.fourier_sigma}: expected > 0")
 
+    @property
+    def offset_scale(self) -> float:
+        """Offsets to a centre are O(1 / K^(1/3)) in normalised units; this rescales them to O(1)."""
+        return float(self.num_tokens) ** (1.0 / 3.0)
+
 
 # ----------------------------------------------------------------------------- pure geometry
 def normalize_positions(means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -159,9 +164,6 @@ class PooledScene:
     positions: Tensor
     centres: Tensor
 
-    def to_tensors(self) -> dict[str, Tensor]:
-        return {"cells": self.cells, "geometry": self.geometry, "positions": self.positions, "centres": self.centres}
-
 
 def check_scene_inputs(features: Tensor, means: Tensor, in_dim: int) -> None:
     if features.ndim != 2 or features.shape[1] != in_dim:
@@ -182,7 +184,7 @@ def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, train
     kept, centre_idx = select_centres(positions, cfg, training, generator)
     kept_pos = positions[kept]
     centre_pos = kept_pos[centre_idx]
-    cells, geometry = pool_cells(features[kept], kept_pos, centre_pos, float(cfg.num_tokens) ** (1.0 / 3.0))
+    cells, geometry = pool_cells(features[kept], kept_pos, centre_pos, cfg.offset_scale)
     return PooledScene(cells=cells, geometry=geometry, positions=centre_pos, centres=means[kept[centre_idx]])
 
 
@@ -218,8 +220,6 @@ class SceneTokenizer(nn.Module):
             self.pool_mix = nn.Sequential(nn.GELU(), nn.Linear(2 * d, d))
         self.position_encoding = FourierPositionEncoding(config.num_frequencies, d, config.fourier_sigma)
         self.out_norm = nn.LayerNorm(d)
-        # neighbour offsets are O(1 / K^(1/3)) in normalised units; rescale them to O(1)
-        self.offset_scale = float(config.num_tokens) ** (1.0 / 3.0)
 
     def tokenize_one(self, features: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
         """features: [N, C], means: [N, 3] -> tokens [K, D_tok], centres [K, 3] (metres)."""
@@ -236,7 +236,7 @@ class SceneTokenizer(nn.Module):
             neighbours = kept[knn_indices(centre_pos, kept_pos, cfg.num_neighbors)]  # [K, k] into N
         dtype = self.feature_in.weight.dtype
         feats = features[neighbours].to(dtype)                                 # [K, k, C]
-        offsets = (positions[neighbours] - centre_pos[:, None]) * self.offset_scale
+        offsets = (positions[neighbours] - centre_pos[:, None]) * cfg.offset_scale
         hidden = nn.functional.gelu(self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype)))
         pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
         tokens = self.out_norm(pooled + self.position_encoding(centre_pos.to(dtype)))

@@ -141,22 +141,29 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainQAConfig:
 
 
 # ----------------------------------------------------------------------------- data
+def feature_cache_root(cfg: TrainQAConfig) -> str:
+    return cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
+
+
+def scene_features(cfg: TrainQAConfig, source: SceneFeatureSource, scene_id: str):
+    """(features [N, C], means [N, 3]) of one scene of ``cfg.data_dir`` from the feature source."""
+    from data import load_scene
+
+    from chorus_qa.datasets import scene_dir
+
+    return source(load_scene(scene_dir(cfg.data_dir, scene_id)))
+
+
 class SceneStore:
     """Per-scene (features float16 [M, C], means [M, 3]) from the feature cache, with an in-RAM LRU."""
 
     def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource):
-        root = cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
-        self.cache = FeatureCache(root, f"{source.encoder_hash}_n{cfg.cache_points}")
+        self.cache = FeatureCache(feature_cache_root(cfg), f"{source.encoder_hash}_n{cfg.cache_points}")
         self.source, self.cfg = source, cfg
         self.memory: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def _compute(self, scene_id: str):
-        from data import load_scene
-
-        from chorus_qa.datasets import scene_dir
-
-        scene = load_scene(scene_dir(self.cfg.data_dir, scene_id))
-        features, means = self.source(scene)
+        features, means = scene_features(self.cfg, self.source, scene_id)
         if len(means) > self.cfg.cache_points:
             keep = torch.randperm(len(means), generator=torch.Generator().manual_seed(self.cfg.seed))[: self.cfg.cache_points]
             keep = keep.sort().values
@@ -203,19 +210,14 @@ class PooledSceneStore:
     """
 
     def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig):
-        root = cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
         key = (f"{source.encoder_hash}_cells_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}"
                f"_v{cfg.pooled_variants}_r{cfg.seed}")
-        self.cache = FeatureCache(root, key)
+        self.cache = FeatureCache(feature_cache_root(cfg), key)
         self.source, self.cfg, self.token_cfg = source, cfg, token_cfg
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
 
     def _compute(self, scene_id: str) -> dict[str, torch.Tensor]:
-        from data import load_scene
-
-        from chorus_qa.datasets import scene_dir
-
-        features, means = self.source(load_scene(scene_dir(self.cfg.data_dir, scene_id)))
+        features, means = scene_features(self.cfg, self.source, scene_id)
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.cfg.seed}/{scene_id}".encode()))
         variants = [pool_scene(features, means, self.token_cfg, training=i > 0, generator=gen)
                     for i in range(self.cfg.pooled_variants)]
