@@ -181,7 +181,18 @@ def load_models(config: AppConfig) -> LoadedModels:
             notes.append(f"encoder `{folders.encoder}` differs from the one the Q&A model was trained with "
                          f"(hash {digest} != {model.config.encoder_hash})")
         feature_cache = FeatureCache(config.cache_root / "app_features", digest)
-    session = ChatSession(model, predictor, feature_cache=feature_cache, max_new_tokens=config.max_new_tokens)
+    segmenter = None
+    if model.config.pooling == "objects":
+        from .segments import make_segmenter
+
+        try:
+            segmenter = make_segmenter(model.config, str(folders.encoder) if folders.encoder else None,
+                                       str(folders.heads) if folders.heads else None)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise CheckpointMissing(f"The Q&A model in `{folders.qa}` reads one token per object, but its segmenter "
+                                    f"could not be built: {err}. {MAKE_HINT[0].upper() + MAKE_HINT[1:]}.") from err
+    session = ChatSession(model, predictor, feature_cache=feature_cache, max_new_tokens=config.max_new_tokens,
+                          segmenter=segmenter)
     search = None
     if folders.heads is not None:
         from .highlight import OpenVocabSearch

@@ -73,10 +73,11 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
 
 class SceneFeatureLoader:
     """(features [N, C], means [N, 3]) per scene id: the frozen encoder (or raw Gaussian attributes)
-    applied to ``DATA/scenes/<scene_id>``, through the per-scene feature cache when `cache_root` is set."""
+    applied to ``DATA/scenes/<scene_id>``, through the per-scene feature cache when `cache_root` is set.
+    For a model with "objects" pooling (``model_config``), also the segments [N] and colours [N, 3]."""
 
     def __init__(self, data_dir, encoder_ref: str | None, cache_root=None, expected_hash: str | None = None,
-                 checkpoint=None, device: str = "cpu"):
+                 checkpoint=None, device: str = "cpu", model_config=None):
         from .feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 
         encoder_ref = encoder_ref or RAW_FEATURES
@@ -94,21 +95,35 @@ class SceneFeatureLoader:
                 stacklevel=2,
             )
         self.cache = FeatureCache(cache_root, self.source.encoder_hash) if cache_root is not None else None
+        self.segmenter = None
+        if model_config is not None:
+            from .segments import make_segmenter
+
+            self.segmenter = make_segmenter(model_config, encoder_ref)
 
     @classmethod
     def for_model(cls, model, data_dir, cache_root=None, checkpoint=None) -> "SceneFeatureLoader":
         config = model.config
-        return cls(data_dir, config.encoder_ref, cache_root, config.encoder_hash, checkpoint)
+        return cls(data_dir, config.encoder_ref, cache_root, config.encoder_hash, checkpoint, model_config=config)
 
-    def _compute(self, scene_id: str):
+    def __call__(self, scene_id: str) -> tuple:
         from data import load_scene
 
-        return self.source(load_scene(scene_dir(self.data_dir, scene_id)))
+        loaded = []
 
-    def __call__(self, scene_id: str):
-        if self.cache is None:
-            return self._compute(scene_id)
-        return self.cache.get_or_compute(scene_id, lambda: self._compute(scene_id))
+        def scene():
+            if not loaded:
+                loaded.append(load_scene(scene_dir(self.data_dir, scene_id)))
+            return loaded[0]
+
+        def compute():
+            return self.source(scene())
+
+        features, means = compute() if self.cache is None else self.cache.get_or_compute(scene_id, compute)
+        if self.segmenter is None:
+            return features, means
+        extra = self.segmenter.object_inputs(scene(), features)
+        return features, means, extra["segments"], extra["colors"]
 
 
 def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, batch_size: int, max_new_tokens: int = 32,
@@ -116,7 +131,7 @@ def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, b
     """Greedy answers {question_id: text}: per scene, the scene tokens and the prompt prefix are
     computed once (``model.prepare_scene``) and its questions are answered in batches.
 
-    features: scene_id -> (features [N, C], means [N, 3]); default `SceneFeatureLoader.for_model`
+    features: scene_id -> (features [N, C], means [N, 3][, segments, colors]); default `SceneFeatureLoader.for_model`
               without a cache. In blind mode no scene is loaded: the LLM answers from the
               question (and situation) alone.
     """
@@ -400,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.blind:
         cache_root = None if args.feature_cache == "none" else Path(args.feature_cache or Path(args.data) / "feature_cache")
         features = SceneFeatureLoader(args.data, model.config.encoder_ref, cache_root, model.config.encoder_hash,
-                                      checkpoint=args.checkpoint, device=args.device)
+                                      checkpoint=args.checkpoint, device=args.device, model_config=model.config)
     run_info = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "kind": args.kind,
                 "limit": args.limit, "seed": args.seed,
                 "encoder_hash": None if features is None else features.source.encoder_hash}

@@ -80,7 +80,8 @@ class QAModelConfig:
     quantization: str | None = None      # None, "4bit" or "8bit": bitsandbytes base weights (QLoRA), CUDA only
     num_scene_tokens: int = 128          # K
     token_dim: int = 256                 # scene-token width before the projector
-    pooling: str = "cell"                # scene-token pooling: "cell" (Voronoi cells, all Gaussians) or "knn"
+    pooling: str = "cell"                # scene-token pooling: "cell" (Voronoi cells, all Gaussians), "knn" or "objects"
+    segments: dict | None = None         # "objects" pooling: chorus_qa.segments.SegmentConfig fields (where segments come from)
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -98,6 +99,15 @@ class QAModelConfig:
         if self.llm_dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"QAModelConfig.llm_dtype = {self.llm_dtype!r}: expected auto, float32, bfloat16 or float16")
         self.scene_tokenizer_config()  # validates the token settings
+        if self.pooling == "objects":
+            self.segment_config()
+        elif self.segments is not None:
+            raise ValueError(f"QAModelConfig.segments is set but pooling is {self.pooling!r}; segments are for 'objects' pooling")
+
+    def segment_config(self):
+        from .segments import SegmentConfig
+
+        return SegmentConfig.from_dict(self.segments)
 
     def scene_tokenizer_config(self) -> SceneTokenizerConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
@@ -347,10 +357,13 @@ class ChorusQAModel(nn.Module):
         return input_ids, labels
 
     # ------------------------------------------------------------------ embeddings
-    def scene_embeddings(self, features: Tensor, means: Tensor, offset: Tensor | None = None) -> Tensor:
-        """Projected scene tokens [B, K, H] (B = 1 without offset)."""
+    def scene_embeddings(self, features: Tensor, means: Tensor, offset: Tensor | None = None,
+                         segments: Tensor | None = None, colors: Tensor | None = None) -> Tensor:
+        """Projected scene tokens [B, K, H] (B = 1 without offset); "objects" pooling also takes segments [N], colors [N, 3]."""
         tokens, _ = self.scene_tokenizer(features.to(self.device), means.to(self.device),
-                                         None if offset is None else offset)
+                                         None if offset is None else offset,
+                                         None if segments is None else segments.to(self.device),
+                                         None if colors is None else colors.to(self.device))
         if tokens.ndim == 2:
             tokens = tokens.unsqueeze(0)
         return self.projector(tokens)
@@ -412,10 +425,11 @@ class ChorusQAModel(nn.Module):
         out = self.causal_lm.get_decoder()(inputs_embeds=embeds, use_cache=True)
         return SceneContext(cache=out.past_key_values, length=ids.shape[1], num_scenes=num, blind=blind)
 
-    def prepare_scene(self, features: Tensor, means: Tensor) -> SceneContext:
-        """Scene tokens + prefix KV cache of one scene, ready for many questions."""
+    def prepare_scene(self, features: Tensor, means: Tensor, segments: Tensor | None = None,
+                      colors: Tensor | None = None) -> SceneContext:
+        """Scene tokens + prefix KV cache of one scene, ready for many questions ("objects": + segments, colors)."""
         with self._inference():
-            return self.prepare_scenes(self.scene_embeddings(features, means))
+            return self.prepare_scenes(self.scene_embeddings(features, means, segments=segments, colors=colors))
 
     def prepare_pooled(self, pooled: PooledScene) -> SceneContext:
         """``prepare_scene`` from an already pooled scene (identical to it for the inference pooling)."""
@@ -477,8 +491,9 @@ class ChorusQAModel(nn.Module):
 
         scenes: a SceneContext (from ``prepare_scene``; one scene for all questions, or one per question);
                 scene tokens [B, K, D_tok] or [1, K, D_tok] (before the projector);
-                a list of (features [N, C], means [N, 3]) pairs, one per question (the same objects
-                may repeat: each distinct scene is tokenized and prefixed once);
+                a list of (features [N, C], means [N, 3]) pairs (+ segments [N], colors [N, 3] for "objects"
+                pooling), one per question (the same objects may repeat: each distinct scene is tokenized and
+                prefixed once);
                 None when ``blind``.
         """
         questions = list(questions)
@@ -503,7 +518,9 @@ class ChorusQAModel(nn.Module):
             unique: dict[int, int] = {}
             rows = [unique.setdefault(id(pair[0]), len(unique)) for pair in scenes]
             firsts = {row: pair for pair, row in zip(scenes, rows)}
-            embeds = torch.cat([self.scene_embeddings(*firsts[r]) for r in range(len(unique))], 0)
+            # (features, means) or, for "objects" pooling, (features, means, segments, colors)
+            embeds = torch.cat([self.scene_embeddings(firsts[r][0], firsts[r][1], None, *firsts[r][2:])
+                                for r in range(len(unique))], 0)
             return self.prepare_scenes(embeds), torch.tensor(rows, dtype=torch.long)
         else:
             raise TypeError(f"generate: scenes of type {type(scenes).__name__}; expected SceneContext, Tensor or list of (features, means)")

@@ -17,7 +17,17 @@ For one scene with N Gaussians (features [N, C], means [N, 3]):
    - ``"knn"``: each centre pools its ``num_neighbors`` nearest kept Gaussians
      (feature + offset through a shared layer, then mean and max). With K=64 and
      32 neighbours that covers ~2k of 16k Gaussians: most of a room is unseen;
-5. a learned 3D Fourier encoding of the centre position is added.
+   - ``"objects"``: no centres; one token per segment of the scene (a per-Gaussian
+     segment id from ``chorus_qa.segments``: zero-shot labels split into spatially
+     connected parts, or ground-truth instances for diagnostics), the K largest
+     segments, largest first at inference and in random order while training
+     (so the model cannot lean on the order). A token sees the mean and max of
+     its segment's layer-normalised features and the segment's geometry and
+     colour (bounding-box half extent, spread, log Gaussian count, mean RGB);
+     its position is the bounding-box centre. Unused slots are all zeros.
+     This is how object-centric 3D LLMs (Chat-Scene, LEO) present a scene: an
+     object's evidence sits in one token instead of being split over cells;
+5. a learned 3D Fourier encoding of the (centre or segment) position is added.
 
 Output: tokens [K, D_tok] and centres [K, 3] (metres) per scene.
 """
@@ -31,8 +41,9 @@ import torch
 from torch import Tensor, nn
 
 
-POOLINGS = ("cell", "knn")
-CELL_GEOMETRY_DIM = 7  # mean offset (3), offset spread (3), log Gaussian count (1)
+POOLINGS = ("cell", "knn", "objects")
+CELL_GEOMETRY_DIM = 7    # mean offset (3), offset spread (3), log Gaussian count (1)
+OBJECT_GEOMETRY_DIM = 10  # half extent (3), spread (3), log Gaussian count (1), mean colour (3)
 
 
 @dataclass
@@ -40,7 +51,7 @@ class SceneTokenizerConfig:
     in_dim: int                  # C, the encoder's per-Gaussian feature width
     num_tokens: int = 128        # K
     token_dim: int = 256         # D_tok
-    pooling: str = "cell"        # "cell" (Voronoi cells of the centres) or "knn"
+    pooling: str = "cell"        # "cell" (Voronoi cells of the centres), "knn" or "objects" (one token per segment)
     num_neighbors: int = 32      # Gaussians pooled per centre ("knn" pooling only)
     max_points: int = 16384      # Gaussians kept per scene before FPS / kNN (speed on big scenes)
     num_frequencies: int = 16    # learned Fourier frequencies of the centre position encoding
@@ -63,6 +74,15 @@ class SceneTokenizerConfig:
     def offset_scale(self) -> float:
         """Offsets to a centre are O(1 / K^(1/3)) in normalised units; this rescales them to O(1)."""
         return float(self.num_tokens) ** (1.0 / 3.0)
+
+    @property
+    def pooled(self) -> bool:
+        """Pooling without parameters (cell, objects): scenes can be pooled once and cached as PooledScene."""
+        return self.pooling in ("cell", "objects")
+
+    @property
+    def geometry_dim(self) -> int:
+        return OBJECT_GEOMETRY_DIM if self.pooling == "objects" else CELL_GEOMETRY_DIM
 
 
 # ----------------------------------------------------------------------------- pure geometry
@@ -108,20 +128,78 @@ def pool_cells(features: Tensor, positions: Tensor, centres: Tensor, offset_scal
     (pooled [K, 2C] = cell mean | cell max, geometry [K, 7] = mean offset | offset spread | log count),
     offsets scaled by ``offset_scale``. Empty cells (repeated centres) are all zeros.
     """
-    k, c = centres.shape[0], features.shape[1]
+    k = centres.shape[0]
     assign = torch.cdist(positions, centres).argmin(1)                     # [M]
+    pooled, count = group_mean_max(features, assign, k)
+    offsets = (positions - centres[assign]).float() * offset_scale
+    off_mean, spread = group_mean_std(offsets, assign, count)
+    return pooled, torch.cat([off_mean, spread, torch.log1p(count)[:, None]], -1)
+
+
+def group_mean_max(features: Tensor, assign: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Mean | max of layer-normed ``features`` [M, C] per group (``assign`` [M] in [0, k)) -> ([k, 2C], count [k]).
+
+    Empty groups are all zeros.
+    """
+    c = features.shape[1]
     normed = nn.functional.layer_norm(features.float(), (c,))
     count = torch.zeros(k, device=features.device).index_add_(0, assign, torch.ones_like(assign, dtype=torch.float32))
-    denom = count.clamp_min(1)[:, None]
-    mean = torch.zeros(k, c, device=features.device).index_add_(0, assign, normed) / denom
+    mean = torch.zeros(k, c, device=features.device).index_add_(0, assign, normed) / count.clamp_min(1)[:, None]
     peak = torch.full((k, c), float("-inf"), device=features.device)
     peak = peak.scatter_reduce(0, assign[:, None].expand(-1, c), normed, reduce="amax", include_self=True)
     peak = torch.where(count[:, None] > 0, peak, torch.zeros_like(peak))
-    offsets = (positions - centres[assign]).float() * offset_scale
-    off_mean = torch.zeros(k, 3, device=features.device).index_add_(0, assign, offsets) / denom
-    off_sq = torch.zeros(k, 3, device=features.device).index_add_(0, assign, offsets.square()) / denom
-    spread = (off_sq - off_mean.square()).clamp_min(0).sqrt()
-    return torch.cat([mean, peak], -1), torch.cat([off_mean, spread, torch.log1p(count)[:, None]], -1)
+    return torch.cat([mean, peak], -1), count
+
+
+def group_mean_std(values: Tensor, assign: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-group mean and standard deviation of ``values`` [M, D] -> ([k, D], [k, D]); empty groups are zeros."""
+    k, d = count.shape[0], values.shape[1]
+    denom = count.clamp_min(1)[:, None]
+    mean = torch.zeros(k, d, device=values.device).index_add_(0, assign, values) / denom
+    sq = torch.zeros(k, d, device=values.device).index_add_(0, assign, values.square()) / denom
+    return mean, (sq - mean.square()).clamp_min(0).sqrt()
+
+
+def group_box(values: Tensor, assign: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-group bounding-box centre and half extent of ``values`` [M, 3] -> ([k, 3], [k, 3]); empty groups zeros."""
+    k = count.shape[0]
+    idx = assign[:, None].expand(-1, values.shape[1])
+    lo = torch.full((k, values.shape[1]), float("inf"), device=values.device).scatter_reduce(0, idx, values, "amin")
+    hi = torch.full((k, values.shape[1]), float("-inf"), device=values.device).scatter_reduce(0, idx, values, "amax")
+    full = count[:, None] > 0
+    centre = torch.where(full, (lo + hi) / 2, torch.zeros_like(lo))
+    half = torch.where(full, (hi - lo) / 2, torch.zeros_like(lo))
+    return centre, half
+
+
+@torch.no_grad()
+def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: Tensor, colors: Tensor, k: int,
+                 offset_scale: float, training: bool = False, generator: torch.Generator | None = None) -> "PooledScene":
+    """One token per segment: the ``k`` largest segments (ids >= 0 in ``segments`` [M]; -1 = no segment).
+
+    features [M, C], positions [M, 3] (normalised), means [M, 3] (metres), colors [M, 3]. Inference orders the
+    tokens by Gaussian count (largest first, ties by segment id); training shuffles the kept ones.
+    """
+    valid = segments >= 0
+    ids, inverse, counts = torch.unique(segments[valid], return_inverse=True, return_counts=True)
+    # Largest first; ties by id (unique returns ids sorted, a stable sort keeps that order).
+    order = torch.sort(counts, descending=True, stable=True).indices[:k]
+    if training and len(order) > 1:
+        order = order[torch.randperm(len(order), generator=generator).to(order.device)]
+    slot = torch.full((len(ids),), -1, dtype=torch.long, device=features.device)
+    slot[order] = torch.arange(len(order), device=features.device)
+    assign = torch.full((len(segments),), -1, dtype=torch.long, device=features.device)
+    assign[valid] = slot[inverse]
+    take = assign >= 0
+    assign = assign[take]
+    pooled, count = group_mean_max(features[take], assign, k)
+    pos = positions[take].float()
+    centre, half = group_box(pos, assign, count)
+    _, spread = group_mean_std(pos, assign, count)
+    centre_m, _ = group_box(means[take].float(), assign, count)
+    colour, _ = group_mean_std(colors[take].float(), assign, count)
+    geometry = torch.cat([half * offset_scale, spread * offset_scale, torch.log1p(count)[:, None], colour], -1)
+    return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m)
 
 
 def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool,
@@ -132,16 +210,7 @@ def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool,
     ``training`` draws a random subset and FPS start (from ``generator`` when given); inference is
     seeded by ``cfg.seed`` and starts at the point nearest the centroid.
     """
-    n = positions.shape[0]
-    if n > cfg.max_points:
-        if training:
-            kept = torch.randperm(n, generator=generator)[: cfg.max_points].to(positions.device)
-        else:
-            gen = torch.Generator().manual_seed(cfg.seed)
-            kept = torch.randperm(n, generator=gen)[: cfg.max_points].to(positions.device)
-        kept = kept.sort().values
-    else:
-        kept = torch.arange(n, device=positions.device)
+    kept = keep_subset(positions.shape[0], cfg, training, generator, positions.device)
     sub = positions[kept]
     if training:
         start = int(torch.randint(sub.shape[0], (1,), generator=generator))
@@ -152,10 +221,10 @@ def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool,
 
 @dataclass
 class PooledScene:
-    """The parameter-free half of cell tokenization of one scene (everything before the learned layers).
+    """The parameter-free half of "cell" / "objects" tokenization of one scene (before the learned layers).
 
-    cells [K, 2C] (cell mean | max of layer-normed features), geometry [K, 7], positions [K, 3] (normalised
-    centre positions), centres [K, 3] (metres). Small (~K * 2C numbers), so Q&A training caches a few of
+    cells [K, 2C] (cell or segment mean | max of layer-normed features), geometry [K, 7] (cells) or [K, 10]
+    (objects), positions [K, 3] (normalised centre positions), centres [K, 3] (metres). Small (~K * 2C numbers), so Q&A training caches a few of
     these per scene instead of the per-Gaussian features.
     """
 
@@ -174,13 +243,43 @@ def check_scene_inputs(features: Tensor, means: Tensor, in_dim: int) -> None:
         raise ValueError("SceneTokenizer: the scene has no Gaussians")
 
 
+def check_object_inputs(segments: Tensor | None, colors: Tensor | None, n: int) -> None:
+    if segments is None or colors is None:
+        raise ValueError("SceneTokenizer: 'objects' pooling needs per-Gaussian segment ids and colours "
+                         "(see chorus_qa.segments); got " + ", ".join(
+                             name for name, v in (("segments", segments), ("colors", colors)) if v is None) + " = None")
+    if segments.shape != (n,):
+        raise ValueError(f"SceneTokenizer: segments have shape {tuple(segments.shape)}, expected ({n},)")
+    if colors.shape != (n, 3):
+        raise ValueError(f"SceneTokenizer: colors have shape {tuple(colors.shape)}, expected ({n}, 3)")
+
+
+def keep_subset(n: int, cfg: SceneTokenizerConfig, training: bool, generator: torch.Generator | None, device) -> Tensor:
+    """Sorted indices of the Gaussians kept (at most ``cfg.max_points``; random while training, seeded otherwise)."""
+    if n <= cfg.max_points:
+        return torch.arange(n, device=device)
+    gen = generator if training else torch.Generator().manual_seed(cfg.seed)
+    return torch.randperm(n, generator=gen)[: cfg.max_points].to(device).sort().values
+
+
 @torch.no_grad()
 def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, training: bool = False,
-               generator: torch.Generator | None = None) -> PooledScene:
-    """Cell pooling of one scene: features [N, C], means [N, 3] -> PooledScene (see ``select_centres``)."""
+               generator: torch.Generator | None = None, segments: Tensor | None = None,
+               colors: Tensor | None = None) -> PooledScene:
+    """Parameter-free pooling of one scene ("cell" or "objects"): features [N, C], means [N, 3] -> PooledScene.
+
+    "objects" also needs ``segments`` [N] (ids, -1 = none) and ``colors`` [N, 3].
+    """
     check_scene_inputs(features, means, cfg.in_dim)
     means = means.float()
     positions, _, _ = normalize_positions(means)
+    if cfg.pooling == "objects":
+        check_object_inputs(segments, colors, len(means))
+        kept = keep_subset(len(means), cfg, training, generator, means.device)
+        return pool_objects(features[kept], positions[kept], means[kept], segments[kept].to(means.device),
+                            colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator)
+    if cfg.pooling != "cell":
+        raise ValueError(f"pool_scene: pooling {cfg.pooling!r} has parameters; only 'cell' and 'objects' pool ahead")
     kept, centre_idx = select_centres(positions, cfg, training, generator)
     kept_pos = positions[kept]
     centre_pos = kept_pos[centre_idx]
@@ -209,9 +308,9 @@ class SceneTokenizer(nn.Module):
         super().__init__()
         self.config = config
         d = config.token_dim
-        if config.pooling == "cell":
+        if config.pooled:
             self.feature_in = nn.Linear(2 * config.in_dim, d)
-            self.offset_in = nn.Linear(CELL_GEOMETRY_DIM, d)
+            self.offset_in = nn.Linear(config.geometry_dim, d)
             self.pool_mix = nn.Sequential(nn.GELU(), nn.Linear(d, d))
         else:
             self.feature_norm = nn.LayerNorm(config.in_dim)
@@ -221,11 +320,12 @@ class SceneTokenizer(nn.Module):
         self.position_encoding = FourierPositionEncoding(config.num_frequencies, d, config.fourier_sigma)
         self.out_norm = nn.LayerNorm(d)
 
-    def tokenize_one(self, features: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
-        """features: [N, C], means: [N, 3] -> tokens [K, D_tok], centres [K, 3] (metres)."""
+    def tokenize_one(self, features: Tensor, means: Tensor, segments: Tensor | None = None,
+                     colors: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """features: [N, C], means: [N, 3] (+ segments [N], colors [N, 3] for "objects") -> tokens [K, D_tok], centres [K, 3] (metres)."""
         cfg = self.config
-        if cfg.pooling == "cell":
-            return self.embed_pooled(pool_scene(features, means, cfg, self.training))
+        if cfg.pooled:
+            return self.embed_pooled(pool_scene(features, means, cfg, self.training, segments=segments, colors=colors))
         check_scene_inputs(features, means, cfg.in_dim)
         means = means.float()
         with torch.no_grad():
@@ -243,28 +343,31 @@ class SceneTokenizer(nn.Module):
         return tokens, means[kept[centre_idx]]
 
     def embed_pooled(self, pooled: PooledScene) -> tuple[Tensor, Tensor]:
-        """The learned half of cell tokenization: PooledScene -> tokens [K, D_tok], centres [K, 3] (metres)."""
+        """The learned half of cell / object tokenization: PooledScene -> tokens [K, D_tok], centres [K, 3] (metres)."""
         cfg = self.config
-        if cfg.pooling != "cell":
-            raise ValueError(f"SceneTokenizer.embed_pooled: pooling is {cfg.pooling!r}; pooled scenes exist for 'cell' only")
-        k = cfg.num_tokens
-        if pooled.cells.shape != (k, 2 * cfg.in_dim) or pooled.geometry.shape != (k, CELL_GEOMETRY_DIM):
+        if not cfg.pooled:
+            raise ValueError(f"SceneTokenizer.embed_pooled: pooling is {cfg.pooling!r}; pooled scenes exist for 'cell' and 'objects' only")
+        k, g = cfg.num_tokens, cfg.geometry_dim
+        if pooled.cells.shape != (k, 2 * cfg.in_dim) or pooled.geometry.shape != (k, g):
             raise ValueError(f"SceneTokenizer.embed_pooled: cells {tuple(pooled.cells.shape)} and geometry "
-                             f"{tuple(pooled.geometry.shape)}; expected ({k}, {2 * cfg.in_dim}) and ({k}, {CELL_GEOMETRY_DIM})")
+                             f"{tuple(pooled.geometry.shape)}; expected ({k}, {2 * cfg.in_dim}) and ({k}, {g})")
         weight = self.feature_in.weight
         dtype, device = weight.dtype, weight.device
         hidden = self.feature_in(pooled.cells.to(device, dtype)) + self.offset_in(pooled.geometry.to(device, dtype))
         tokens = self.out_norm(self.pool_mix(hidden) + self.position_encoding(pooled.positions.to(device, dtype)))
         return tokens, pooled.centres.to(device)
 
-    def forward(self, features: Tensor, means: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """features [N, C], means [N, 3], offset [B] cumulative counts or None.
+    def forward(self, features: Tensor, means: Tensor, offset: Tensor | None = None, segments: Tensor | None = None,
+                colors: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """features [N, C], means [N, 3], offset [B] cumulative counts or None (segments [N], colors [N, 3]: "objects").
 
         Without ``offset``: one scene -> (tokens [K, D_tok], centres [K, 3]).
         With ``offset``: B concatenated scenes -> (tokens [B, K, D_tok], centres [B, K, 3]).
         """
         if offset is None:
-            return self.tokenize_one(features, means)
+            return self.tokenize_one(features, means, segments, colors)
         starts = [0] + [int(o) for o in offset[:-1]]
-        outs = [self.tokenize_one(features[s:int(e)], means[s:int(e)]) for s, e in zip(starts, offset)]
+        part = lambda x, s, e: None if x is None else x[s:e]  # noqa: E731
+        outs = [self.tokenize_one(features[s:int(e)], means[s:int(e)], part(segments, s, int(e)), part(colors, s, int(e)))
+                for s, e in zip(starts, offset)]
         return torch.stack([t for t, _ in outs]), torch.stack([c for _, c in outs])

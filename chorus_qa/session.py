@@ -55,13 +55,18 @@ class ChatSession:
     encoder_predictor  something with ``.encode(scene) -> [N, C]`` (an ``encoder.EncoderPredictor``), a callable
                        ``scene -> [N, C]``, or None when the model was trained on raw Gaussian attributes
     feature_cache      optional FeatureCache (keyed by scene fingerprint) to skip the encoder across sessions
+    segmenter          ``chorus_qa.segments.Segmenter`` for a model with "objects" pooling (segments each scene)
     """
 
     def __init__(self, model: ChorusQAModel, encoder_predictor=None, feature_cache: FeatureCache | None = None,
-                 max_cached_scenes: int = 8, max_new_tokens: int = 32):
+                 max_cached_scenes: int = 8, max_new_tokens: int = 32, segmenter=None):
         if encoder_predictor is None and model.config.encoder_ref not in (None, RAW_FEATURES):
             raise ValueError(f"the model was trained on encoder {model.config.encoder_ref!r}: pass its EncoderPredictor")
+        if segmenter is None and model.config.pooling == "objects":
+            raise ValueError("the model pools scene tokens per object ('objects'): pass a Segmenter "
+                             "(chorus_qa.segments.make_segmenter)")
         self.model = model.eval()
+        self.segmenter = segmenter
         self.encoder_predictor = encoder_predictor
         self.feature_cache = feature_cache
         self.max_cached_scenes = max_cached_scenes
@@ -101,8 +106,12 @@ class ChatSession:
                 features = features.to(torch.float16)
                 if self.feature_cache is not None:
                     self.feature_cache.save(key, features, means)
+            extra = {}
+            if self.segmenter is not None:
+                report(0.6, "segmenting objects")
+                extra = self.segmenter.object_inputs(scene, features)
             report(0.7, "building scene tokens")
-            context = self.model.prepare_scene(features.float(), means)
+            context = self.model.prepare_scene(features.float(), means, **extra)
             encoded = EncodedScene(key, features, means, context)
             self._scenes[key] = encoded
             while len(self._scenes) > self.max_cached_scenes:

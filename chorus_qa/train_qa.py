@@ -100,9 +100,12 @@ class TrainQAConfig:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
         if self.pooled_variants < 0:
             raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants}: expected >= 0")
-        if self.pooled_variants and self.model.get("pooling", "cell") != "cell":
-            raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants} needs model.pooling 'cell' "
-                             f"(got {self.model.get('pooling')!r}); set pooled_variants: 0 for per-Gaussian features")
+        pooling = self.model.get("pooling", "cell")
+        if self.pooled_variants and pooling not in ("cell", "objects"):
+            raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants} needs model.pooling 'cell' or 'objects' "
+                             f"(got {pooling!r}); set pooled_variants: 0 for per-Gaussian features")
+        if pooling == "objects" and not self.pooled_variants:
+            raise ValueError("TrainQAConfig: model.pooling 'objects' trains on pooled scenes; set pooled_variants >= 1")
         if self.qa_kind not in ("synth", "scanqa", "sqa3d", "auto"):
             raise ValueError(f"TrainQAConfig.qa_kind = {self.qa_kind!r}: expected synth, scanqa, sqa3d or auto")
         bad = {"feature_dim", "encoder_ref", "encoder_hash", "llm_dtype", "quantization"} & set(self.model)
@@ -145,13 +148,17 @@ def feature_cache_root(cfg: TrainQAConfig) -> str:
     return cfg.feature_cache or os.path.join(cfg.data_dir, "feature_cache")
 
 
-def scene_features(cfg: TrainQAConfig, source: SceneFeatureSource, scene_id: str):
-    """(features [N, C], means [N, 3]) of one scene of ``cfg.data_dir`` from the feature source."""
+def load_data_scene(cfg: TrainQAConfig, scene_id: str):
     from data import load_scene
 
     from chorus_qa.datasets import scene_dir
 
-    return source(load_scene(scene_dir(cfg.data_dir, scene_id)))
+    return load_scene(scene_dir(cfg.data_dir, scene_id))
+
+
+def scene_features(cfg: TrainQAConfig, source: SceneFeatureSource, scene_id: str):
+    """(features [N, C], means [N, 3]) of one scene of ``cfg.data_dir`` from the feature source."""
+    return source(load_data_scene(cfg, scene_id))
 
 
 class SceneStore:
@@ -200,26 +207,31 @@ class SceneStore:
 
 
 class PooledSceneStore:
-    """Per-scene cell-pooled scenes (``scene_tokens.pool_scene``), cached instead of per-Gaussian features.
+    """Per-scene pooled scenes (``scene_tokens.pool_scene``, "cell" or "objects"), cached instead of per-Gaussian features.
 
     Pooling has no parameters, so the model trains on its own tokens (cells stored in fp16). Each scene is
     encoded once and pooled ``pooled_variants`` times: variant 0 is the inference pooling (what the app and the
-    benchmark compute), variants 1.. are training draws (random Gaussian subset and FPS start, seeded per
-    scene). A scene costs ~K * 2C numbers per variant instead of N * C: 1000 rooms fit in a few hundred MB,
-    in RAM and on disk.
+    benchmark compute), variants 1.. are training draws (random Gaussian subset and FPS start or object order,
+    seeded per scene). A scene costs ~K * 2C numbers per variant instead of N * C: 1000 rooms fit in a few
+    hundred MB, in RAM and on disk. "objects" pooling segments each scene with ``segmenter`` first.
     """
 
-    def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig):
-        key = (f"{source.encoder_hash}_cells_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}"
+    def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig, segmenter=None):
+        if token_cfg.pooling == "objects" and segmenter is None:
+            raise ValueError("PooledSceneStore: 'objects' pooling needs a Segmenter")
+        kind = "cells" if token_cfg.pooling == "cell" else f"objects-{segmenter.cfg.key()}"
+        key = (f"{source.encoder_hash}_{kind}_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}"
                f"_v{cfg.pooled_variants}_r{cfg.seed}")
         self.cache = FeatureCache(feature_cache_root(cfg), key)
-        self.source, self.cfg, self.token_cfg = source, cfg, token_cfg
+        self.source, self.cfg, self.token_cfg, self.segmenter = source, cfg, token_cfg, segmenter
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
 
     def _compute(self, scene_id: str) -> dict[str, torch.Tensor]:
-        features, means = scene_features(self.cfg, self.source, scene_id)
+        scene = load_data_scene(self.cfg, scene_id)
+        features, means = self.source(scene)
+        extra = self.segmenter.object_inputs(scene, features) if self.segmenter is not None else {}
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.cfg.seed}/{scene_id}".encode()))
-        variants = [pool_scene(features, means, self.token_cfg, training=i > 0, generator=gen)
+        variants = [pool_scene(features, means, self.token_cfg, training=i > 0, generator=gen, **extra)
                     for i in range(self.cfg.pooled_variants)]
         return {name: torch.stack([getattr(v, name) for v in variants]).to(torch.float16 if name == "cells" else torch.float32)
                 for name in ("cells", "geometry", "positions", "centres")}
@@ -258,9 +270,12 @@ class PooledSceneStore:
 
 
 def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: QAModelConfig):
-    """The pooled store for "cell" pooling with ``pooled_variants`` > 0, else the per-Gaussian feature store."""
+    """The pooled store with ``pooled_variants`` > 0 ("cell" / "objects" pooling), else the per-Gaussian feature store."""
     if cfg.pooled_variants:
-        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config())
+        from chorus_qa.segments import make_segmenter
+
+        segmenter = make_segmenter(model_cfg, source.encoder_ref)
+        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter)
     return SceneStore(cfg, source)
 
 

@@ -197,3 +197,39 @@ def test_pooled_store_variants_are_exact_cached_and_reproducible(tiny_world, tmp
     assert isinstance(make_scene_store(TrainQAConfig.from_dict({**d, "pooled_variants": 0}), source, mcfg), SceneStore)
     with pytest.raises(ValueError, match="pooled_variants"):
         TrainQAConfig.from_dict({**d, "model": {**d["model"], "pooling": "knn"}})
+
+
+def test_object_tokens_train_cache_and_benchmark_loader(tiny_world, tmp_path):
+    """"objects" pooling (ground-truth segments, raw features): trains from pooled scenes, and the benchmark's
+    loader feeds the saved model the same tokens the store cached for inference."""
+    from chorus_qa.benchmark import SceneFeatureLoader
+    from chorus_qa.model import ChorusQAModel
+    from chorus_qa.train_qa import PooledSceneStore
+
+    d = tiny_config_dict(tiny_world, tmp_path / "run")
+    d["model"].update(pooling="objects", segments={"source": "gt"})
+    d.update(feature_cache=str(tmp_path / "cache"), max_train_examples=16, max_val_examples=4)
+    d["stage2"]["epochs"] = 0
+    cfg_path = tmp_path / "objects.yaml"
+    cfg_path.write_text(yaml.safe_dump(d))
+    assert main(["--config", str(cfg_path), "--no-progress"]) == 0
+    model = ChorusQAModel.from_pretrained(tmp_path / "run" / "last")
+    assert model.config.pooling == "objects" and model.config.segments == {"source": "gt"}
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if "_objects-" in p.name]
+    sid = sorted(p.stem for p in folder.iterdir())[0]
+    store = PooledSceneStore(TrainQAConfig.from_dict(d), *_raw_source_and_segmenter(model))
+    loader = SceneFeatureLoader.for_model(model, tiny_world)
+    inputs = loader(sid)
+    assert len(inputs) == 4
+    tokens, _ = model.scene_tokenizer(*inputs[:2], None, *inputs[2:])
+    cached, _ = model.scene_tokenizer.embed_pooled(store.get(sid, 0))
+    assert torch.allclose(tokens, cached, atol=1e-2)
+    with pytest.raises(ValueError, match="pooled_variants"):
+        TrainQAConfig.from_dict({**d, "pooled_variants": 0})
+
+
+def _raw_source_and_segmenter(model):
+    from chorus_qa.feature_cache import SceneFeatureSource
+    from chorus_qa.segments import make_segmenter
+
+    return SceneFeatureSource("raw"), model.scene_tokenizer.config, make_segmenter(model.config)

@@ -1,0 +1,162 @@
+"""Object-centric scene tokens: segments (chorus_qa.segments) and "objects" pooling (scene_tokens.pool_objects)."""
+
+import pytest
+import torch
+
+from chorus_qa.model import ChorusQAModel, QAModelConfig
+from chorus_qa.scene_tokens import OBJECT_GEOMETRY_DIM, SceneTokenizer, SceneTokenizerConfig, pool_scene
+from chorus_qa.segments import SegmentConfig, Segmenter, gt_segments, label_segments, make_segmenter
+
+FEAT = 6
+
+
+def box(n, lo, hi, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.tensor(lo) + torch.rand(n, 3, generator=g) * (torch.tensor(hi) - torch.tensor(lo))
+
+
+def three_objects():
+    """Three boxes of 300 / 200 / 100 points at known places (segments 5, 2, 9), 20 unsegmented points."""
+    means = torch.cat([box(300, [0, 0, 0], [1, 1, 1], 0), box(200, [3, 0, 0], [3.5, 2, 1], 1),
+                       box(100, [0, 3, 0], [0.2, 3.2, 0.2], 2), box(20, [2, 2, 2], [2.1, 2.1, 2.1], 3)])
+    segments = torch.cat([torch.full((300,), 5), torch.full((200,), 2), torch.full((100,), 9), torch.full((20,), -1)])
+    colors = torch.cat([torch.tensor([[1.0, 0, 0]]).repeat(300, 1), torch.tensor([[0, 1.0, 0]]).repeat(200, 1),
+                        torch.tensor([[0, 0, 1.0]]).repeat(100, 1), torch.rand(20, 3)])
+    features = torch.randn(len(means), FEAT, generator=torch.Generator().manual_seed(7))
+    return features, means, segments, colors
+
+
+def objects_cfg(k=4, **kw):
+    return SceneTokenizerConfig(in_dim=FEAT, num_tokens=k, token_dim=16, pooling="objects", **kw)
+
+
+def test_label_segments_split_labels_and_distance_and_drop_small_parts():
+    xyz = torch.cat([box(50, [0, 0, 0], [0.3, 0.3, 0.3], 0), box(50, [2, 0, 0], [2.3, 0.3, 0.3], 1),
+                     box(50, [0.3, 0, 0], [0.6, 0.3, 0.3], 2), box(5, [5, 5, 5], [5.05, 5.05, 5.05], 3)])
+    labels = torch.tensor([1] * 50 + [1] * 50 + [2] * 50 + [1] * 5)
+    seg = label_segments(xyz, labels, knn_k=10, radius=0.2, min_points=10)
+    # same label but 1.7 m apart: two segments; touching but another label: a third; 5 points: none
+    assert seg[:50].unique().numel() == 1 and seg[50:100].unique().numel() == 1 and seg[100:150].unique().numel() == 1
+    assert len({int(seg[0]), int(seg[50]), int(seg[100])}) == 3
+    assert sorted(seg.unique().tolist()) == [-1, 0, 1, 2] and (seg[150:] == -1).all()
+    assert int(seg[0]) == 0  # numbered by first appearance
+    unlabelled = label_segments(xyz, torch.full((len(xyz),), -1), 10, 0.2, 1)
+    assert (unlabelled == -1).all()
+
+
+def test_pool_objects_geometry_colour_and_order():
+    f, m, s, c = three_objects()
+    cfg = objects_cfg(k=4)
+    p = pool_scene(f, m, cfg, segments=s, colors=c)
+    assert p.cells.shape == (4, 2 * FEAT) and p.geometry.shape == (4, OBJECT_GEOMETRY_DIM)
+    # largest first: segment 5 (300), 2 (200), 9 (100); the fourth slot is empty
+    counts = p.geometry[:, 6].expm1().round()
+    assert counts.tolist() == [300, 200, 100, 0]
+    assert torch.allclose(p.geometry[:3, 7:], torch.eye(3)[[0, 1, 2]], atol=1e-6)  # mean colours red, green, blue
+    for slot, seg in enumerate([5, 2, 9]):
+        pts = m[s == seg]
+        lo, hi = pts.min(0).values, pts.max(0).values
+        assert torch.allclose(p.centres[slot], (lo + hi) / 2, atol=1e-5)
+    # half extents are in normalised units (half the largest scene extent = 1) times offset_scale
+    lo, hi = m.min(0).values, m.max(0).values
+    half_scene = (hi - lo).max() / 2
+    pts = m[s == 2]
+    expect = (pts.max(0).values - pts.min(0).values) / 2 / half_scene * cfg.offset_scale
+    assert torch.allclose(p.geometry[1, :3], expect, atol=1e-5)
+    assert torch.equal(p.cells[3], torch.zeros(2 * FEAT)) and torch.equal(p.geometry[3], torch.zeros(OBJECT_GEOMETRY_DIM))
+    # the cell of a segment is the mean | max of its layer-normed features
+    normed = torch.nn.functional.layer_norm(f[s == 9], (FEAT,))
+    assert torch.allclose(p.cells[2], torch.cat([normed.mean(0), normed.amax(0)]), atol=1e-5)
+
+
+def test_pool_objects_keeps_the_largest_and_training_only_reorders():
+    f, m, s, c = three_objects()
+    two = pool_scene(f, m, objects_cfg(k=2), segments=s, colors=c)
+    assert two.geometry[:, 6].expm1().round().tolist() == [300, 200]
+    ref = pool_scene(f, m, objects_cfg(k=4), segments=s, colors=c)
+    orders = set()
+    for seed in range(6):
+        draw = pool_scene(f, m, objects_cfg(k=4), training=True, generator=torch.Generator().manual_seed(seed), segments=s, colors=c)
+        perm = [int(torch.nonzero((ref.cells[:3] == row).all(1))[0]) for row in draw.cells[:3]]
+        assert sorted(perm) == [0, 1, 2] and torch.equal(draw.cells[3], torch.zeros(2 * FEAT))
+        orders.add(tuple(perm))
+    assert len(orders) > 1
+
+
+def test_objects_tokenizer_pooled_path_equals_direct_and_validates_inputs():
+    f, m, s, c = three_objects()
+    cfg = objects_cfg(k=4, max_points=256)  # below N: the seeded inference subset
+    tok = SceneTokenizer(cfg).eval()
+    direct, centres = tok(f, m, segments=s, colors=c)
+    tokens, centres2 = tok.embed_pooled(pool_scene(f, m, cfg, segments=s, colors=c))
+    assert torch.equal(tokens, direct) and torch.equal(centres, centres2)
+    with pytest.raises(ValueError, match="segment ids and colours"):
+        tok(f, m)
+    with pytest.raises(ValueError, match="segments have shape"):
+        tok(f, m, segments=s[:-1], colors=c)
+    with pytest.raises(ValueError, match="expected"):
+        SceneTokenizer(SceneTokenizerConfig(in_dim=FEAT, num_tokens=4, token_dim=16)).embed_pooled(
+            pool_scene(f, m, cfg, segments=s, colors=c))  # object geometry into a cell tokenizer
+
+
+def test_model_config_and_generation_with_object_tokens():
+    with pytest.raises(ValueError, match="segments"):
+        QAModelConfig(feature_dim=FEAT, segments={"source": "gt"})  # segments without "objects" pooling
+    with pytest.raises(ValueError, match="source"):
+        QAModelConfig(feature_dim=FEAT, pooling="objects", segments={"source": "magic"})
+    cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16,
+                        pooling="objects", segments={"source": "gt"}, lora={"r": 4, "alpha": 8})
+    model = ChorusQAModel.build(cfg)
+    f, m, s, c = three_objects()
+    ctx = model.prepare_scene(f, m, s, c)
+    qs = ["how many chairs are there?"]
+    assert model.generate(ctx, qs, max_new_tokens=4) == model.generate([(f, m, s, c)], qs, max_new_tokens=4)
+    assert make_segmenter(cfg).cfg.source == "gt"
+    assert make_segmenter(QAModelConfig(feature_dim=FEAT)) is None
+
+
+def test_gt_segmenter_and_zero_shot_segmenter_from_heads(tmp_path):
+    from data.scene import GaussianScene
+    from encoder.heads import HeadsConfig, MultiTeacherHeads
+
+    f, m, s, c = three_objects()
+    n = len(m)
+    scene = GaussianScene(means=m, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), scales=torch.full((n, 3), 0.01),
+                          opacities=torch.ones(n), colors=c, instance=s)
+    assert torch.equal(Segmenter(SegmentConfig(source="gt"))(scene, f), s)
+    with pytest.raises(ValueError, match="instance"):
+        gt_segments(GaussianScene(means=m, quats=scene.quats, scales=scene.scales, opacities=scene.opacities, colors=c))
+    with pytest.raises(ValueError, match="heads"):
+        Segmenter(SegmentConfig(), encoder_ref="raw")
+    # zero-shot: a random language projector; whatever its labels, segments are same-label connected parts
+    heads = MultiTeacherHeads(HeadsConfig(in_dim=FEAT, teacher_dims={"caption-minilm": 384}))
+    heads.save_pretrained(tmp_path / "heads")
+    seg = Segmenter(SegmentConfig(heads=str(tmp_path / "heads"), radius=0.3, min_points=1))
+    ids = seg(scene, f)
+    labels = seg.labels(f)
+    assert ids.shape == (n,) and (ids >= 0).all()
+    for sid in ids.unique():
+        assert labels[ids == sid].unique().numel() == 1
+    inputs = seg.object_inputs(scene, f)
+    assert torch.equal(inputs["segments"], ids) and torch.equal(inputs["colors"], c)
+
+
+def test_chat_session_segments_scenes_for_an_objects_model():
+    from chorus_qa.session import ChatSession
+    from data.scene import GaussianScene
+
+    cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16,
+                        pooling="objects", segments={"source": "gt"}, lora={"r": 4, "alpha": 8})
+    model = ChorusQAModel.build(cfg)
+    f, m, s, c = three_objects()
+    n = len(m)
+    scene = GaussianScene(means=m, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), scales=torch.full((n, 3), 0.01),
+                          opacities=torch.ones(n), colors=c, instance=s)
+    with pytest.raises(ValueError, match="Segmenter"):
+        ChatSession(model, lambda sc: f)
+    session = ChatSession(model, lambda sc: f, segmenter=make_segmenter(cfg))
+    session.set_scene(scene)
+    q = "what colour is the box?"
+    # the session stores features as float16, as the feature cache does
+    expected = model.generate(model.prepare_scene(f.half().float(), m, s, c), [q], max_new_tokens=4)[0]
+    assert session.answer(q, max_new_tokens=4) == expected
