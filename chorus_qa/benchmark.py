@@ -123,7 +123,7 @@ class SceneFeatureLoader:
         if self.segmenter is None:
             return features, means
         extra = self.segmenter.object_inputs(scene(), features)
-        return features, means, extra["segments"], extra["colors"]
+        return features, means, extra["segments"], extra["colors"], extra["labels"]
 
 
 def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, batch_size: int, max_new_tokens: int = 32,
@@ -131,7 +131,7 @@ def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, b
     """Greedy answers {question_id: text}: per scene, the scene tokens and the prompt prefix are
     computed once (``model.prepare_scene``) and its questions are answered in batches.
 
-    features: scene_id -> (features [N, C], means [N, 3][, segments, colors]); default `SceneFeatureLoader.for_model`
+    features: scene_id -> (features [N, C], means [N, 3][, segments, colors, labels]); default `SceneFeatureLoader.for_model`
               without a cache. In blind mode no scene is loaded: the LLM answers from the
               question (and situation) alone.
     """

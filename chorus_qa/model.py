@@ -82,6 +82,8 @@ class QAModelConfig:
     token_dim: int = 256                 # scene-token width before the projector
     pooling: str = "cell"                # scene-token pooling: "cell" (Voronoi cells, all Gaussians), "knn" or "objects"
     segments: dict | None = None         # "objects" pooling: chorus_qa.segments.SegmentConfig fields (where segments come from)
+    object_names: bool = False           # "objects" pooling: add to each object token the LLM's own embedding of its
+                                         # segment's class name (segments.label_set), a frozen lookup
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -101,8 +103,9 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None:
-            raise ValueError(f"QAModelConfig.segments is set but pooling is {self.pooling!r}; segments are for 'objects' pooling")
+        elif self.segments is not None or self.object_names:
+            raise ValueError(f"QAModelConfig.segments / object_names are set but pooling is {self.pooling!r}; "
+                             "they are for 'objects' pooling")
 
     def segment_config(self):
         from .segments import SegmentConfig
@@ -220,6 +223,20 @@ class ChorusQAModel(nn.Module):
         self.end_of_turn_id = vocab["<|im_end|>"] if "<|im_end|>" in vocab else tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0]
         self._prefix_cache: dict[bool, list[int]] = {}
+        if config.object_names:
+            self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
+
+    def class_name_embeddings(self) -> Tensor:
+        """[L + 1, H]: the mean input embedding of each class name's tokens (as a word inside a sentence, with a
+        leading space) for the label set of ``config.segments``; the last row (label -1) is zeros. Frozen, and
+        rebuilt from the LLM on load, so checkpoints do not store it."""
+        from encoder.label_sets import get_label_set
+
+        names = get_label_set(self.config.segment_config().label_set)
+        table = self.causal_lm.get_input_embeddings().weight.detach()
+        rows = [table[torch.tensor(self.tokenizer(" " + n, add_special_tokens=False)["input_ids"], device=table.device)].float().mean(0)
+                for n in names]
+        return torch.cat([torch.stack(rows), torch.zeros(1, table.shape[1], device=table.device)]).to(table.dtype)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -358,8 +375,21 @@ class ChorusQAModel(nn.Module):
 
     # ------------------------------------------------------------------ embeddings
     def scene_embeddings(self, features: Tensor, means: Tensor, offset: Tensor | None = None,
-                         segments: Tensor | None = None, colors: Tensor | None = None) -> Tensor:
-        """Projected scene tokens [B, K, H] (B = 1 without offset); "objects" pooling also takes segments [N], colors [N, 3]."""
+                         segments: Tensor | None = None, colors: Tensor | None = None,
+                         labels: Tensor | None = None) -> Tensor:
+        """Projected scene tokens [B, K, H] (B = 1 without offset); "objects" pooling also takes segments [N],
+        colors [N, 3] and (for ``object_names``) per-Gaussian class ids labels [N]."""
+        if self.config.object_names:
+            from .scene_tokens import pool_scene
+
+            cfg, training = self.scene_tokenizer.config, self.scene_tokenizer.training
+            ends = [len(means)] if offset is None else [int(o) for o in offset]
+            starts = [0] + ends[:-1]
+            part = lambda x, a, b: None if x is None else x[a:b].to(self.device)  # noqa: E731
+            pooled = [pool_scene(features[a:b].to(self.device), means[a:b].to(self.device), cfg, training,
+                                 segments=part(segments, a, b), colors=part(colors, a, b), labels=part(labels, a, b))
+                      for a, b in zip(starts, ends)]
+            return self.pooled_embeddings(pooled)
         tokens, _ = self.scene_tokenizer(features.to(self.device), means.to(self.device),
                                          None if offset is None else offset,
                                          None if segments is None else segments.to(self.device),
@@ -369,8 +399,17 @@ class ChorusQAModel(nn.Module):
         return self.projector(tokens)
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
-        """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``)."""
-        return self.projector(torch.stack([self.scene_tokenizer.embed_pooled(p)[0] for p in pooled]))
+        """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
+        embedding of each object token when ``config.object_names``."""
+        embeds = self.projector(torch.stack([self.scene_tokenizer.embed_pooled(p)[0] for p in pooled]))
+        if not self.config.object_names:
+            return embeds
+        if any(p.labels is None for p in pooled):
+            raise ValueError("object_names: the pooled scenes carry no class labels (pool them with labels=...)")
+        last = self.name_embeds.shape[0] - 1
+        labels = torch.stack([p.labels.to(self.device).long() for p in pooled])
+        labels = torch.where((labels < 0) | (labels >= last), torch.full_like(labels, last), labels)
+        return embeds + self.name_embeds[labels].to(embeds.dtype)
 
     def embed(self, input_ids: Tensor, scene_embeds: Tensor | None) -> Tensor:
         """Token embeddings [B, T, H] with scene tokens placed (pass None for a blind prompt)."""
@@ -426,10 +465,10 @@ class ChorusQAModel(nn.Module):
         return SceneContext(cache=out.past_key_values, length=ids.shape[1], num_scenes=num, blind=blind)
 
     def prepare_scene(self, features: Tensor, means: Tensor, segments: Tensor | None = None,
-                      colors: Tensor | None = None) -> SceneContext:
-        """Scene tokens + prefix KV cache of one scene, ready for many questions ("objects": + segments, colors)."""
+                      colors: Tensor | None = None, labels: Tensor | None = None) -> SceneContext:
+        """Scene tokens + prefix KV cache of one scene, ready for many questions ("objects": + segments, colors, labels)."""
         with self._inference():
-            return self.prepare_scenes(self.scene_embeddings(features, means, segments=segments, colors=colors))
+            return self.prepare_scenes(self.scene_embeddings(features, means, segments=segments, colors=colors, labels=labels))
 
     def prepare_pooled(self, pooled: PooledScene) -> SceneContext:
         """``prepare_scene`` from an already pooled scene (identical to it for the inference pooling)."""

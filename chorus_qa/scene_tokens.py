@@ -172,13 +172,27 @@ def group_box(values: Tensor, assign: Tensor, count: Tensor) -> tuple[Tensor, Te
     return centre, half
 
 
+def group_majority(labels: Tensor, assign: Tensor, k: int) -> Tensor:
+    """Most common label (>= 0; ties: the lowest) per group -> [k] int64; -1 for groups without a label."""
+    ok = labels >= 0
+    labels, assign = labels[ok].long(), assign[ok]
+    if len(labels) == 0:
+        return torch.full((k,), -1, dtype=torch.long, device=assign.device)
+    n = int(labels.max()) + 1
+    votes = torch.zeros(k * n, device=assign.device).index_add_(0, assign * n + labels, torch.ones(len(labels), device=assign.device))
+    votes = votes.view(k, n)
+    return torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((k,), -1, dtype=torch.long, device=assign.device))
+
+
 @torch.no_grad()
 def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: Tensor, colors: Tensor, k: int,
-                 offset_scale: float, training: bool = False, generator: torch.Generator | None = None) -> "PooledScene":
+                 offset_scale: float, training: bool = False, generator: torch.Generator | None = None,
+                 labels: Tensor | None = None) -> "PooledScene":
     """One token per segment: the ``k`` largest segments (ids >= 0 in ``segments`` [M]; -1 = no segment).
 
-    features [M, C], positions [M, 3] (normalised), means [M, 3] (metres), colors [M, 3]. Inference orders the
-    tokens by Gaussian count (largest first, ties by segment id); training shuffles the kept ones.
+    features [M, C], positions [M, 3] (normalised), means [M, 3] (metres), colors [M, 3]; optional per-Gaussian
+    class ids ``labels`` [M] give each token its segment's majority class (PooledScene.labels, -1 = none).
+    Inference orders the tokens by Gaussian count (largest first, ties by segment id); training shuffles them.
     """
     valid = segments >= 0
     ids, inverse, counts = torch.unique(segments[valid], return_inverse=True, return_counts=True)
@@ -199,7 +213,8 @@ def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: T
     centre_m, _ = group_box(means[take].float(), assign, count)
     colour, _ = group_mean_std(colors[take].float(), assign, count)
     geometry = torch.cat([half * offset_scale, spread * offset_scale, torch.log1p(count)[:, None], colour], -1)
-    return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m)
+    token_labels = None if labels is None else group_majority(labels[take].to(assign.device), assign, k)
+    return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m, labels=token_labels)
 
 
 def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool,
@@ -232,6 +247,7 @@ class PooledScene:
     geometry: Tensor
     positions: Tensor
     centres: Tensor
+    labels: Tensor | None = None  # "objects" with labels: class id per token [K] (-1 = none / empty slot)
 
 
 def check_scene_inputs(features: Tensor, means: Tensor, in_dim: int) -> None:
@@ -265,10 +281,10 @@ def keep_subset(n: int, cfg: SceneTokenizerConfig, training: bool, generator: to
 @torch.no_grad()
 def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, training: bool = False,
                generator: torch.Generator | None = None, segments: Tensor | None = None,
-               colors: Tensor | None = None) -> PooledScene:
+               colors: Tensor | None = None, labels: Tensor | None = None) -> PooledScene:
     """Parameter-free pooling of one scene ("cell" or "objects"): features [N, C], means [N, 3] -> PooledScene.
 
-    "objects" also needs ``segments`` [N] (ids, -1 = none) and ``colors`` [N, 3].
+    "objects" also needs ``segments`` [N] (ids, -1 = none) and ``colors`` [N, 3]; ``labels`` [N] (class ids) is optional.
     """
     check_scene_inputs(features, means, cfg.in_dim)
     means = means.float()
@@ -277,7 +293,8 @@ def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, train
         check_object_inputs(segments, colors, len(means))
         kept = keep_subset(len(means), cfg, training, generator, means.device)
         return pool_objects(features[kept], positions[kept], means[kept], segments[kept].to(means.device),
-                            colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator)
+                            colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator,
+                            None if labels is None else labels[kept].to(means.device))
     if cfg.pooling != "cell":
         raise ValueError(f"pool_scene: pooling {cfg.pooling!r} has parameters; only 'cell' and 'objects' pool ahead")
     kept, centre_idx = select_centres(positions, cfg, training, generator)

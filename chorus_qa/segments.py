@@ -98,13 +98,15 @@ class Segmenter:
     """segments = Segmenter(cfg, encoder_ref)(scene, features): per-Gaussian ids for ``scene`` [N]."""
 
     def __init__(self, cfg: SegmentConfig, encoder_ref: str | None = None):
+        from encoder.label_sets import get_label_set
+
         self.cfg = cfg
         self.heads = self.head_name = self.text = None
+        self.class_names = get_label_set(cfg.label_set)
         if cfg.source == "zero-shot":
             from adapters.text import get_text_encoder
             from encoder.evaluate import LANGUAGE_HINTS, pick_head
             from encoder.heads import MultiTeacherHeads
-            from encoder.label_sets import get_label_set
             from encoder.zeroshot import encode_class_names
 
             folder = cfg.heads
@@ -117,7 +119,6 @@ class Segmenter:
                 raise FileNotFoundError(f"zero-shot segments: projector heads folder {folder} not found")
             self.heads = MultiTeacherHeads.from_pretrained(folder).eval()
             self.head_name = pick_head(self.heads, cfg.language_head, LANGUAGE_HINTS, "language")
-            self.class_names = get_label_set(cfg.label_set)
             self.text = encode_class_names(self.class_names, get_text_encoder(cfg.text_encoder), cfg.template)
 
     @torch.no_grad()
@@ -129,16 +130,39 @@ class Segmenter:
             out.append(torch.nn.functional.normalize(lang, dim=1) @ self.text.T)
         return torch.cat(out).argmax(1)
 
+    def gt_labels(self, scene) -> Tensor | None:
+        """Ground-truth class ids [N] of ``scene`` in this segmenter's label set (-1: unlabelled or not in it)."""
+        if scene.semantic is None or not scene.class_names:
+            return None
+        from encoder.evaluate import map_labels
+
+        return torch.as_tensor(map_labels(scene.semantic, scene.class_names, self.class_names)).long()
+
     def object_inputs(self, scene, features: Tensor) -> dict[str, Tensor]:
-        """The extra inputs of "objects" pooling: {"segments": [N], "colors": [N, 3]}."""
-        return {"segments": self(scene, features), "colors": scene.colors.float()}
+        """The extra inputs of "objects" pooling: {"segments": [N], "colors": [N, 3], "labels": [N] class ids}.
+
+        Labels are the zero-shot classes (or, for "gt", the ground-truth classes; all -1 when the scene has none).
+        """
+        if self.cfg.source == "gt":
+            segments, labels = gt_segments(scene), self.gt_labels(scene)
+            if labels is None:
+                labels = torch.full((len(scene.means),), -1, dtype=torch.long)
+        else:
+            labels = self.labels(self._check(scene, features))
+            segments = label_segments(scene.means, labels, self.cfg.knn_k, self.cfg.radius, self.cfg.min_points)
+        return {"segments": segments, "colors": scene.colors.float(), "labels": labels}
+
+    @staticmethod
+    def _check(scene, features: Tensor) -> Tensor:
+        if len(features) != len(scene.means):
+            raise ValueError(f"Segmenter: {len(features)} features for {len(scene.means)} Gaussians")
+        return features
 
     def __call__(self, scene, features: Tensor) -> Tensor:
         if self.cfg.source == "gt":
             return gt_segments(scene)
-        if len(features) != len(scene.means):
-            raise ValueError(f"Segmenter: {len(features)} features for {len(scene.means)} Gaussians")
-        return label_segments(scene.means, self.labels(features), self.cfg.knn_k, self.cfg.radius, self.cfg.min_points)
+        labels = self.labels(self._check(scene, features))
+        return label_segments(scene.means, labels, self.cfg.knn_k, self.cfg.radius, self.cfg.min_points)
 
 
 def make_segmenter(model_config, encoder_ref: str | None = None, heads: str | None = None) -> Segmenter | None:

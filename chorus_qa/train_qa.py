@@ -216,7 +216,8 @@ class PooledSceneStore:
     hundred MB, in RAM and on disk. "objects" pooling segments each scene with ``segmenter`` first.
     """
 
-    def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig, segmenter=None):
+    def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig, segmenter=None,
+                 need_labels: bool = False):
         if token_cfg.pooling == "objects" and segmenter is None:
             raise ValueError("PooledSceneStore: 'objects' pooling needs a Segmenter")
         kind = "cells" if token_cfg.pooling == "cell" else f"objects-{segmenter.cfg.key()}"
@@ -224,6 +225,7 @@ class PooledSceneStore:
                f"_v{cfg.pooled_variants}_r{cfg.seed}")
         self.cache = FeatureCache(feature_cache_root(cfg), key)
         self.source, self.cfg, self.token_cfg, self.segmenter = source, cfg, token_cfg, segmenter
+        self.need_labels = need_labels  # object tokens with class names: files cached without labels are redone
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
 
     def _compute(self, scene_id: str) -> dict[str, torch.Tensor]:
@@ -233,20 +235,33 @@ class PooledSceneStore:
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.cfg.seed}/{scene_id}".encode()))
         variants = [pool_scene(features, means, self.token_cfg, training=i > 0, generator=gen, **extra)
                     for i in range(self.cfg.pooled_variants)]
-        return {name: torch.stack([getattr(v, name) for v in variants]).to(torch.float16 if name == "cells" else torch.float32)
-                for name in ("cells", "geometry", "positions", "centres")}
+        out = {name: torch.stack([getattr(v, name) for v in variants]).to(torch.float16 if name == "cells" else torch.float32)
+               for name in ("cells", "geometry", "positions", "centres")}
+        if variants[0].labels is not None:
+            out["labels"] = torch.stack([v.labels for v in variants]).long()
+        return out
 
     def precompute(self, scene_ids, progress: bool = True) -> None:
         from tqdm import tqdm
 
-        missing = [s for s in sorted(set(scene_ids)) if not self.cache.path(s).is_file()]
+        missing = [s for s in sorted(set(scene_ids)) if not self._usable(s)]
         for sid in tqdm(missing, desc="encode + pool scenes", unit="scene", disable=not progress or not missing):
             self.cache.save_tensors(sid, self._compute(sid))
+
+    def _usable(self, scene_id: str) -> bool:
+        if not self.cache.path(scene_id).is_file():
+            return False
+        if not self.need_labels:
+            return True
+        from safetensors import safe_open
+
+        with safe_open(str(self.cache.path(scene_id)), framework="pt") as f:
+            return "labels" in f.keys()
 
     def variants(self, scene_id: str) -> dict[str, torch.Tensor]:
         if scene_id not in self.memory:
             tensors = self.cache.load_tensors(scene_id)
-            if tensors is None:
+            if tensors is None or (self.need_labels and "labels" not in tensors):
                 tensors = self._compute(scene_id)
                 self.cache.save_tensors(scene_id, tensors)
             if tensors["cells"].shape[0] != self.cfg.pooled_variants:
@@ -257,7 +272,8 @@ class PooledSceneStore:
     def get(self, scene_id: str, variant: int = 0) -> PooledScene:
         t = self.variants(scene_id)
         return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant],
-                           positions=t["positions"][variant], centres=t["centres"][variant])
+                           positions=t["positions"][variant], centres=t["centres"][variant],
+                           labels=t["labels"][variant] if "labels" in t else None)
 
     def batch_inputs(self, scene_ids: list[str], rng: random.Random) -> dict:
         """QABatch scene fields: one training variant per sequence (variant 0 only when it is the sole one)."""
@@ -275,7 +291,7 @@ def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: 
         from chorus_qa.segments import make_segmenter
 
         segmenter = make_segmenter(model_cfg, source.encoder_ref)
-        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter)
+        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter, need_labels=model_cfg.object_names)
     return SceneStore(cfg, source)
 
 

@@ -83,6 +83,15 @@ def training_summary(pretrain_results: Path, qa_run: Path | None) -> str:
     return " and ".join(parts) if parts else "the recipe's CPU budget"
 
 
+def token_summary(qa_cfg: dict) -> str:
+    k, pooling = qa_cfg.get("num_scene_tokens"), qa_cfg.get("pooling", "cell")
+    if pooling == "objects":
+        source = (qa_cfg.get("segments") or {}).get("source", "zero-shot")
+        how = "zero-shot labels of the language head split into connected parts" if source == "zero-shot" else f"{source} segments"
+        return f"up to {k} object tokens, one per segment: {how}"
+    return f"{k} {pooling}-pooled tokens"
+
+
 def card(out: Path, bench: Path, pretrain_results: Path, seconds: int, qa_run: Path | None = None) -> None:
     (out / "metrics").mkdir(exist_ok=True)
     rows = {}
@@ -114,7 +123,7 @@ Everything in it was trained by this repository's own recipe from procedurally g
 |---|---|
 | `encoder/` | Chorus encoder, `small` PTv3 config, pretrained by distilling the offline teachers (MiniLM caption embeddings, EfficientNet-Lite0, instance masks) lifted onto 60 synthetic rooms |
 | `heads/` | the teacher projectors; the language head maps per-Gaussian features into MiniLM text space (open-vocabulary search) |
-| `config.json`, `projector.safetensors`, `adapter/` | scene tokenizer ({qa_cfg.get('num_scene_tokens')} tokens) + `mlp2x_gelu` projector + LoRA (r={qa_cfg.get('lora', {}).get('r')}) on {qa_cfg.get('llm')} |
+| `config.json`, `projector.safetensors`, `adapter/` | scene tokenizer ({token_summary(qa_cfg)}) + `mlp2x_gelu` projector + LoRA (r={qa_cfg.get('lora', {}).get('r')}) on {qa_cfg.get('llm')} |
 
 ## Encoder evidence (held-out synthetic rooms)
 

@@ -160,3 +160,45 @@ def test_chat_session_segments_scenes_for_an_objects_model():
     # the session stores features as float16, as the feature cache does
     expected = model.generate(model.prepare_scene(f.half().float(), m, s, c), [q], max_new_tokens=4)[0]
     assert session.answer(q, max_new_tokens=4) == expected
+
+
+def test_object_labels_are_segment_majorities():
+    from chorus_qa.scene_tokens import group_majority
+
+    assign = torch.tensor([0, 0, 0, 1, 1, 2])
+    labels = torch.tensor([4, 4, 1, -1, 2, -1])
+    assert group_majority(labels, assign, 4).tolist() == [4, 2, -1, -1]
+    assert group_majority(torch.tensor([3, 1]), torch.tensor([0, 0]), 1).tolist() == [1]  # tie: the lower id
+    f, m, s, c = three_objects()
+    labels = torch.where(s == 5, 7, torch.where(s == 2, 3, torch.where(s == 9, 0, -1)))
+    labels[:10] = 1  # a few wrong labels inside segment 5 do not change its majority
+    p = pool_scene(f, m, objects_cfg(k=4), segments=s, colors=c, labels=labels)
+    assert p.labels.tolist() == [7, 3, 0, -1]
+
+
+def test_object_names_add_the_llms_own_class_name_embedding():
+    from encoder.label_sets import get_label_set
+
+    cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+                        segments={"source": "gt"}, object_names=True, lora={"r": 4, "alpha": 8})
+    with pytest.raises(ValueError, match="object_names"):
+        QAModelConfig(feature_dim=FEAT, object_names=True)
+    model = ChorusQAModel.build(cfg).eval()
+    names = get_label_set("synth")
+    emb = model.causal_lm.get_input_embeddings().weight
+    ids = model.tokenizer(" " + names[5], add_special_tokens=False)["input_ids"]
+    assert torch.allclose(model.name_embeds[5].float(), emb[ids].float().mean(0), atol=1e-6)
+    assert model.name_embeds.shape == (len(names) + 1, emb.shape[1]) and not model.name_embeds[-1].any()
+    assert "name_embeds" not in model.trainable_state_dict()
+    f, m, s, c = three_objects()
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+    with torch.no_grad():
+        got = model.pooled_embeddings([pooled])[0]
+        plain = model.projector(model.scene_tokenizer.embed_pooled(pooled)[0])
+        direct = model.scene_embeddings(f, m, segments=s, colors=c, labels=labels)[0]
+    # label -1 (segment 9) and the empty slot both take the zero row
+    expect = plain + model.name_embeds[torch.tensor([5, 9, len(names), len(names)])]
+    assert torch.allclose(got, expect, atol=1e-5) and torch.allclose(direct, got, atol=1e-5)
+    with pytest.raises(ValueError, match="labels"):
+        model.pooled_embeddings([pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c)])

@@ -220,8 +220,8 @@ def test_object_tokens_train_cache_and_benchmark_loader(tiny_world, tmp_path):
     store = PooledSceneStore(TrainQAConfig.from_dict(d), *_raw_source_and_segmenter(model))
     loader = SceneFeatureLoader.for_model(model, tiny_world)
     inputs = loader(sid)
-    assert len(inputs) == 4
-    tokens, _ = model.scene_tokenizer(*inputs[:2], None, *inputs[2:])
+    assert len(inputs) == 5  # features, means, segments, colours, class labels
+    tokens, _ = model.scene_tokenizer(*inputs[:2], None, *inputs[2:4])
     cached, _ = model.scene_tokenizer.embed_pooled(store.get(sid, 0))
     assert torch.allclose(tokens, cached, atol=1e-2)
     with pytest.raises(ValueError, match="pooled_variants"):
@@ -233,3 +233,25 @@ def _raw_source_and_segmenter(model):
     from chorus_qa.segments import make_segmenter
 
     return SceneFeatureSource("raw"), model.scene_tokenizer.config, make_segmenter(model.config)
+
+
+def test_pooled_store_redoes_files_without_labels_when_names_are_needed(tiny_world, tmp_path):
+    from chorus_qa.feature_cache import SceneFeatureSource
+    from chorus_qa.model import QAModelConfig
+    from chorus_qa.segments import make_segmenter
+    from chorus_qa.train_qa import PooledSceneStore, make_scene_store
+
+    d = tiny_config_dict(tiny_world, tmp_path / "run")
+    d["model"].update(pooling="objects", segments={"source": "gt"})
+    cfg = TrainQAConfig.from_dict({**d, "feature_cache": str(tmp_path / "cache")})
+    source = SceneFeatureSource("raw")
+    mcfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim})
+    sid = sorted(p.name for p in (tiny_world / "scenes").iterdir())[0]
+    store = make_scene_store(cfg, source, mcfg)
+    tensors = store._compute(sid)
+    assert tensors["labels"].shape == (cfg.pooled_variants, mcfg.num_scene_tokens)
+    store.cache.save_tensors(sid, {k: v for k, v in tensors.items() if k != "labels"})  # an older cache file
+    assert store.get(sid).labels is None
+    named = PooledSceneStore(cfg, source, mcfg.scene_tokenizer_config(), make_segmenter(mcfg), need_labels=True)
+    assert torch.equal(named.get(sid).labels, tensors["labels"][0])
+    assert "labels" in store.cache.load_tensors(sid)  # rewritten
