@@ -242,3 +242,34 @@ def test_relative_encoder_ref_resolves_beside_the_checkpoint_not_the_cwd(tmp_pat
     loader = benchmark.SceneFeatureLoader(tmp_path / "data", "encoder", checkpoint=ckpt)
     assert Path(loader.source.encoder_ref) == ckpt / "encoder"
     assert loader.source.out_dim == 24
+
+
+def test_paired_comparison_of_runs_matches_hand_computed_values(tmp_path):
+    import importlib.util
+    import json
+    import math
+
+    spec = importlib.util.spec_from_file_location("qa_paired", Path(__file__).resolve().parents[1] / "benchmarks" / "qa_paired.py")
+    qa_paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qa_paired)
+
+    def write(name, preds):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"question_id": f"q{i}", "prediction": p, "answers": ["yes"], "type": "existence" if i < 2 else "color"}
+                for i, p in enumerate(preds)]
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return folder
+
+    a = write("a", ["yes", "no", "yes", "no"])    # EM 1 0 1 0
+    b = write("b", ["yes", "yes", "no", "yes"])   # EM 1 1 0 1
+    res = qa_paired.compare({"a": a, "b": b}, "a")
+    overall = res["groups"]["overall"]
+    assert res["questions"] == 4 and overall["a"] == 50.0 and overall["b"] == 75.0
+    # differences b - a: 0, 1, -1, 1 -> mean 0.25, sd sqrt(((-.25)^2 + .75^2 + 1.25^2 + .75^2) / 3)
+    sd = math.sqrt((0.0625 + 0.5625 + 1.5625 + 0.5625) / 3)
+    assert math.isclose(overall["b_minus_a"]["diff"], 25.0) and math.isclose(overall["b_minus_a"]["se"], 100 * sd / 2)
+    assert res["groups"]["existence"]["b"] == 100.0 and res["groups"]["color"]["a"] == 50.0
+    assert "b - a" in qa_paired.markdown(res)
+    with pytest.raises(ValueError, match="reference"):
+        qa_paired.compare({"a": a}, "c")
