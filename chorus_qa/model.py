@@ -530,8 +530,8 @@ class ChorusQAModel(nn.Module):
 
         scenes: a SceneContext (from ``prepare_scene``; one scene for all questions, or one per question);
                 scene tokens [B, K, D_tok] or [1, K, D_tok] (before the projector);
-                a list of (features [N, C], means [N, 3]) pairs (+ segments [N], colors [N, 3] for "objects"
-                pooling), one per question (the same objects may repeat: each distinct scene is tokenized and
+                a list of (features [N, C], means [N, 3]) pairs (+ segments [N], colors [N, 3] and labels [N]
+                for "objects" pooling), one per question (the same objects may repeat: each distinct scene is tokenized and
                 prefixed once);
                 None when ``blind``.
         """
@@ -557,7 +557,7 @@ class ChorusQAModel(nn.Module):
             unique: dict[int, int] = {}
             rows = [unique.setdefault(id(pair[0]), len(unique)) for pair in scenes]
             firsts = {row: pair for pair, row in zip(scenes, rows)}
-            # (features, means) or, for "objects" pooling, (features, means, segments, colors)
+            # (features, means) or, for "objects" pooling, (features, means, segments, colors[, labels])
             embeds = torch.cat([self.scene_embeddings(firsts[r][0], firsts[r][1], None, *firsts[r][2:])
                                 for r in range(len(unique))], 0)
             return self.prepare_scenes(embeds), torch.tensor(rows, dtype=torch.long)

@@ -124,9 +124,9 @@ class Segmenter:
     @torch.no_grad()
     def labels(self, features: Tensor) -> Tensor:
         """Zero-shot class ids [N] of per-Gaussian encoder features [N, C]."""
-        out = []
-        for i in range(0, len(features), 32768):
-            lang = self.heads.project(self.head_name, features[i:i + 32768].float().cpu())
+        out, step = [], 32768  # chunks bound the projector's memory on big scenes
+        for i in range(0, len(features), step):
+            lang = self.heads.project(self.head_name, features[i:i + step].float().cpu())
             out.append(torch.nn.functional.normalize(lang, dim=1) @ self.text.T)
         return torch.cat(out).argmax(1)
 
@@ -159,10 +159,10 @@ class Segmenter:
         return features
 
     def __call__(self, scene, features: Tensor) -> Tensor:
+        """Segment ids [N] of ``scene`` (-1: no segment)."""
         if self.cfg.source == "gt":
             return gt_segments(scene)
-        labels = self.labels(self._check(scene, features))
-        return label_segments(scene.means, labels, self.cfg.knn_k, self.cfg.radius, self.cfg.min_points)
+        return self.object_inputs(scene, features)["segments"]
 
 
 def make_segmenter(model_config, encoder_ref: str | None = None, heads: str | None = None) -> Segmenter | None:
