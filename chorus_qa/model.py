@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from data.atomic import atomic_directory
 
 from .projector import mlp2x_gelu
-from .scene_tokens import PooledScene, SceneTokenizer, SceneTokenizerConfig
+from .scene_tokens import PooledScene, SceneTokenizer, SceneTokenizerConfig, pool_scene, scene_slices
 
 SCENE_TOKEN = "<scene>"
 IGNORE_INDEX = -100
@@ -378,25 +378,20 @@ class ChorusQAModel(nn.Module):
                          segments: Tensor | None = None, colors: Tensor | None = None,
                          labels: Tensor | None = None) -> Tensor:
         """Projected scene tokens [B, K, H] (B = 1 without offset); "objects" pooling also takes segments [N],
-        colors [N, 3] and (for ``object_names``) per-Gaussian class ids labels [N]."""
-        if self.config.object_names:
-            from .scene_tokens import pool_scene
+        colors [N, 3] and (for ``object_names``) per-Gaussian class ids labels [N].
 
-            cfg, training = self.scene_tokenizer.config, self.scene_tokenizer.training
-            ends = [len(means)] if offset is None else [int(o) for o in offset]
-            starts = [0] + ends[:-1]
-            part = lambda x, a, b: None if x is None else x[a:b].to(self.device)  # noqa: E731
-            pooled = [pool_scene(features[a:b].to(self.device), means[a:b].to(self.device), cfg, training,
-                                 segments=part(segments, a, b), colors=part(colors, a, b), labels=part(labels, a, b))
-                      for a, b in zip(starts, ends)]
-            return self.pooled_embeddings(pooled)
-        tokens, _ = self.scene_tokenizer(features.to(self.device), means.to(self.device),
-                                         None if offset is None else offset,
-                                         None if segments is None else segments.to(self.device),
-                                         None if colors is None else colors.to(self.device))
-        if tokens.ndim == 2:
-            tokens = tokens.unsqueeze(0)
-        return self.projector(tokens)
+        Parameter-free poolings ("cell", "objects") pool each scene and go through ``pooled_embeddings``, the path
+        training on cached pooled scenes takes; "knn" pooling runs the tokenizer on the features.
+        """
+        cfg, device = self.scene_tokenizer.config, self.device
+        if not cfg.pooled:
+            tokens, _ = self.scene_tokenizer(features.to(device), means.to(device), offset)
+            return self.projector(tokens if tokens.ndim == 3 else tokens.unsqueeze(0))
+        per_gaussian = {"segments": segments, "colors": colors, "labels": labels}
+        pooled = [pool_scene(features[a:b].to(device), means[a:b].to(device), cfg, self.scene_tokenizer.training,
+                             **{k: None if v is None else v[a:b].to(device) for k, v in per_gaussian.items()})
+                  for a, b in scene_slices(offset, len(means))]
+        return self.pooled_embeddings(pooled)
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 
 POOLINGS = ("cell", "knn", "objects")
+POOLED_POOLINGS = ("cell", "objects")  # parameter-free: a scene can be pooled once, ahead of the learned layers
 CELL_GEOMETRY_DIM = 7    # mean offset (3), offset spread (3), log Gaussian count (1)
 OBJECT_GEOMETRY_DIM = 10  # half extent (3), spread (3), log Gaussian count (1), mean colour (3)
 
@@ -78,11 +79,18 @@ class SceneTokenizerConfig:
     @property
     def pooled(self) -> bool:
         """Pooling without parameters (cell, objects): scenes can be pooled once and cached as PooledScene."""
-        return self.pooling in ("cell", "objects")
+        return self.pooling in POOLED_POOLINGS
 
     @property
     def geometry_dim(self) -> int:
         return OBJECT_GEOMETRY_DIM if self.pooling == "objects" else CELL_GEOMETRY_DIM
+
+
+def scene_slices(offset: Tensor | None, n: int) -> list[tuple[int, int]]:
+    """(start, end) of each scene in N concatenated Gaussians: one scene without ``offset``, else one per
+    cumulative count in ``offset`` [B]."""
+    ends = [n] if offset is None else [int(o) for o in offset]
+    return list(zip([0] + ends[:-1], ends))
 
 
 # ----------------------------------------------------------------------------- pure geometry
@@ -383,8 +391,7 @@ class SceneTokenizer(nn.Module):
         """
         if offset is None:
             return self.tokenize_one(features, means, segments, colors)
-        starts = [0] + [int(o) for o in offset[:-1]]
         part = lambda x, s, e: None if x is None else x[s:e]  # noqa: E731
-        outs = [self.tokenize_one(features[s:int(e)], means[s:int(e)], part(segments, s, int(e)), part(colors, s, int(e)))
-                for s, e in zip(starts, offset)]
+        outs = [self.tokenize_one(features[s:e], means[s:e], part(segments, s, e), part(colors, s, e))
+                for s, e in scene_slices(offset, len(means))]
         return torch.stack([t for t, _ in outs]), torch.stack([c for _, c in outs])

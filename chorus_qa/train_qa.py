@@ -38,7 +38,7 @@ import torch
 
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig, strict_from_dict
-from chorus_qa.scene_tokens import PooledScene, SceneTokenizerConfig, pool_scene
+from chorus_qa.scene_tokens import POOLED_POOLINGS, PooledScene, SceneTokenizerConfig, pool_scene
 from data.atomic import atomic_directory
 
 TRAINER_STATE = "trainer_state.json"
@@ -101,7 +101,7 @@ class TrainQAConfig:
         if self.pooled_variants < 0:
             raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants}: expected >= 0")
         pooling = self.model.get("pooling", "cell")
-        if self.pooled_variants and pooling not in ("cell", "objects"):
+        if self.pooled_variants and pooling not in POOLED_POOLINGS:
             raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants} needs model.pooling 'cell' or 'objects' "
                              f"(got {pooling!r}); set pooled_variants: 0 for per-Gaussian features")
         if pooling == "objects" and not self.pooled_variants:
