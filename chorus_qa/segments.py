@@ -50,11 +50,9 @@ class SegmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SegmentConfig":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"SegmentConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        from .qa_config import strict_from_dict
+
+        return strict_from_dict(cls, dict(d or {}))
 
     def key(self) -> str:
         """Short stable id of the settings (part of pooled-cache keys)."""

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 import torch
 
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
-from chorus_qa.model import ChorusQAModel, QABatch, QAModelConfig, strict_from_dict
+from chorus_qa.model import ChorusQAModel, QABatch
+from chorus_qa.qa_config import QAModelConfig, strict_from_dict
 from chorus_qa.scene_tokens import POOLED_POOLINGS, PooledScene, SceneTokenizerConfig, pool_scene
 from data.atomic import atomic_directory
 

@@ -1,0 +1,92 @@
+"""Configuration of the Q&A model: QAModelConfig (scene tokens, LLM, LoRA) and its strict dict loading.
+
+Kept apart from ``model.py`` (the network) so configs can be read, validated and written without the model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .scene_tokens import SceneTokenizerConfig
+
+DEFAULT_SYSTEM_PROMPT = "You see a 3D scene given as scene tokens. Answer the question about it in a few words."
+LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def strict_from_dict(cls, d: dict):
+    """``cls(**d)`` for a config dataclass, rejecting keys it does not have (a typo must not pass silently)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    return cls(**d)
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = True                # False: stage 2 trains the projector only
+    r: int = 16                         # LoRA rank
+    alpha: int = 32                     # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.05               # dropout on the LoRA input
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
+
+    def __post_init__(self):
+        if self.r <= 0 or self.alpha <= 0:
+            raise ValueError(f"LoraSettings: r={self.r}, alpha={self.alpha}: both must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoraSettings.dropout = {self.dropout}: expected in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("LoraSettings.target_modules is empty: name at least one module (e.g. 'q_proj')")
+
+
+@dataclass
+class QAModelConfig:
+    feature_dim: int                     # per-Gaussian feature width (the encoder's out_dim)
+    llm: str = "smollm2-135m"            # load_llm spec: alias, Hub id, folder, .gguf or .whl
+    llm_dtype: str = "float32"           # "auto", "float32" or "bfloat16" for the frozen LLM weights
+    quantization: str | None = None      # None, "4bit" or "8bit": bitsandbytes base weights (QLoRA), CUDA only
+    num_scene_tokens: int = 128          # K
+    token_dim: int = 256                 # scene-token width before the projector
+    pooling: str = "cell"                # scene-token pooling: "cell" (Voronoi cells, all Gaussians), "knn" or "objects"
+    segments: dict | None = None         # "objects" pooling: chorus_qa.segments.SegmentConfig fields (where segments come from)
+    object_names: bool = False           # "objects" pooling: add to each object token the LLM's own embedding of its
+                                         # segment's class name (segments.label_set), a frozen lookup
+    num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
+    max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    encoder_ref: str | None = None       # frozen encoder checkpoint folder, or "raw" (Gaussian attributes as features)
+    encoder_hash: str | None = None      # hash of that checkpoint (keys the feature cache)
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if self.feature_dim <= 0:
+            raise ValueError(f"QAModelConfig.feature_dim = {self.feature_dim}: expected the encoder's out_dim (> 0)")
+        if self.quantization not in (None, "4bit", "8bit"):
+            raise ValueError(f"QAModelConfig.quantization = {self.quantization!r}: expected null, '4bit' or '8bit'")
+        if self.llm_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"QAModelConfig.llm_dtype = {self.llm_dtype!r}: expected auto, float32, bfloat16 or float16")
+        self.scene_tokenizer_config()  # validates the token settings
+        if self.pooling == "objects":
+            self.segment_config()
+        elif self.segments is not None or self.object_names:
+            raise ValueError(f"QAModelConfig.segments / object_names are set but pooling is {self.pooling!r}; "
+                             "they are for 'objects' pooling")
+
+    def segment_config(self):
+        from .segments import SegmentConfig
+
+        return SegmentConfig.from_dict(self.segments)
+
+    def scene_tokenizer_config(self) -> SceneTokenizerConfig:
+        return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
+                                    pooling=self.pooling, num_neighbors=self.num_neighbors, max_points=max(self.max_points, self.num_scene_tokens))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QAModelConfig":
+        return strict_from_dict(cls, d)
