@@ -134,6 +134,12 @@ class ChorusQAModel(nn.Module):
         hidden = self.causal_lm.config.hidden_size
         self.scene_tokenizer = SceneTokenizer(config.scene_tokenizer_config())
         self.projector = mlp2x_gelu(config.token_dim, hidden)
+        if config.object_names:
+            # Start each object token as exactly its class-name word: the projector's last layer begins at zero and
+            # learns a residual (box, colour, features) on top. A randomly initialised projector instead gives the
+            # LLM noise tokens, which early training silences into a constant soft prompt that ignores the scene.
+            nn.init.zeros_(self.projector[-1].weight)
+            nn.init.zeros_(self.projector[-1].bias)
         device = self.causal_lm.get_input_embeddings().weight.device
         self.scene_tokenizer.to(device)
         self.projector.to(device)

@@ -198,7 +198,11 @@ def test_object_names_add_the_llms_own_class_name_embedding():
         plain = model.projector(model.scene_tokenizer.embed_pooled(pooled)[0])
         direct = model.scene_embeddings(f, m, segments=s, colors=c, labels=labels)[0]
     # label -1 (segment 9) and the empty slot both take the zero row
-    expect = plain + model.name_embeds[torch.tensor([5, 9, len(names), len(names)])]
-    assert torch.allclose(got, expect, atol=1e-5) and torch.allclose(direct, got, atol=1e-5)
+    words = model.name_embeds[torch.tensor([5, 9, len(names), len(names)])]
+    assert torch.allclose(got, plain + words, atol=1e-5) and torch.allclose(direct, got, atol=1e-5)
+    # a fresh model's object tokens are exactly the class-name words; the projector's residual still trains
+    assert not plain.any() and torch.equal(got, words.to(got.dtype))
+    model.pooled_embeddings([pooled]).pow(2).sum().backward()
+    assert model.projector[-1].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="labels"):
         model.pooled_embeddings([pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c)])
