@@ -126,6 +126,14 @@ class SceneFeatureLoader:
         return features, means, extra["segments"], extra["colors"], extra["labels"]
 
 
+def shuffled_scenes(scene_ids: Iterable[str]) -> dict[str, str]:
+    """A derangement of the scene ids (each scene -> the next one in sorted order): the ``--shuffle-scenes`` control."""
+    order = sorted(set(scene_ids))
+    if len(order) < 2:
+        raise ValueError(f"shuffling scenes needs at least two scenes, got {len(order)}")
+    return dict(zip(order, order[1:] + order[:1]))
+
+
 def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, batch_size: int, max_new_tokens: int = 32,
                   features: Callable[[str], tuple] | None = None) -> dict[str, str]:
     """Greedy answers {question_id: text}: per scene, the scene tokens and the prompt prefix are
@@ -381,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for predictions.jsonl, metrics.json, metrics.md")
     p.add_argument("--kind", default="auto", choices=["auto", "synth", "scanqa", "sqa3d"], help="which Q&A files to read (default: every format present)")
     p.add_argument("--blind", action="store_true", help="answer without scene tokens (the baseline of every result)")
+    p.add_argument("--shuffle-scenes", action="store_true",
+                   help="control: answer each question with another scene's tokens. A model that uses the scene "
+                   "falls towards its blind score; one that ignores it keeps its score")
     p.add_argument("--batch-size", type=int, default=16, help="questions per generate call (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit (default: 32)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
@@ -397,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size <= 0:
         raise SystemExit(f"--batch-size {args.batch_size}: expected a positive integer")
+    if args.blind and args.shuffle_scenes:
+        raise SystemExit("--blind and --shuffle-scenes exclude each other (a blind run has no scene to shuffle)")
     if args.limit is not None and args.limit <= 0:
         raise SystemExit(f"--limit {args.limit}: expected a positive integer")
     examples = load_qa_split(args.data, args.split, args.kind)
@@ -419,6 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     run_info = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "kind": args.kind,
                 "limit": args.limit, "seed": args.seed,
                 "encoder_hash": None if features is None else features.source.encoder_hash}
+    if args.shuffle_scenes:
+        try:
+            swap = shuffled_scenes(ex.scene_id for ex in examples)
+        except ValueError as e:
+            raise SystemExit(f"--shuffle-scenes: {e}") from None
+        loader = features
+        features = lambda scene_id: loader(swap[scene_id])  # noqa: E731
+        run_info["shuffled_scenes"] = swap
     with torch.inference_mode():
         metrics = run_benchmark(
             model,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from chorus_qa.benchmark import shuffled_scenes
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 from chorus_qa.model import ChorusQAModel, QABatch
 from chorus_qa.qa_config import QAModelConfig, strict_from_dict
@@ -329,8 +330,11 @@ def pack_by_scene(examples, per_sequence: int, rng: random.Random) -> list[list[
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_em(model: ChorusQAModel, examples, store, cfg: TrainQAConfig, blind: bool = False,
-                progress: bool = True) -> dict:
-    """EM@1 overall and per question type; scenes are prefixed once and their questions batched."""
+                progress: bool = True, scene_of: dict[str, str] | None = None) -> dict:
+    """EM@1 overall and per question type; scenes are prefixed once and their questions batched.
+
+    scene_of: answer a scene's questions with the tokens of ``scene_of[scene]`` (the shuffled-scene control).
+    """
     from tqdm import tqdm
 
     from chorus_qa.metrics import exact_match
@@ -339,9 +343,10 @@ def evaluate_em(model: ChorusQAModel, examples, store, cfg: TrainQAConfig, blind
     for ex in examples:
         by_scene[ex.scene_id].append(ex)
     hits, per_type = [], defaultdict(list)
-    bar = tqdm(total=len(examples), desc="eval" + (" blind" if blind else ""), unit="q", disable=not progress, leave=False)
+    desc = "eval" + (" blind" if blind else " shuffled scenes" if scene_of else "")
+    bar = tqdm(total=len(examples), desc=desc, unit="q", disable=not progress, leave=False)
     for sid, group in by_scene.items():
-        context = None if blind else store.context(model, sid)
+        context = None if blind else store.context(model, scene_of[sid] if scene_of else sid)
         for i in range(0, len(group), cfg.eval_batch_size):
             chunk = group[i:i + cfg.eval_batch_size]
             preds = model.generate(context, [e.question for e in chunk], [e.situation for e in chunk],
@@ -414,8 +419,9 @@ def plot_curves(history: dict, path: Path) -> None:
     a.set(xlabel="optimizer step", ylabel="answer-token loss", title="train loss")
     epochs = [e["epoch"] for e in history["eval"]]
     b.plot(epochs, [e["em"] for e in history["eval"]], "o-", label="val EM@1")
-    if any("blind_em" in e for e in history["eval"]):
-        b.plot(epochs, [e.get("blind_em", float("nan")) for e in history["eval"]], "x--", label="blind")
+    if any("shuffled_em" in e for e in history["eval"]):
+        b.plot(epochs, [e.get("shuffled_em", float("nan")) for e in history["eval"]], "x--",
+               label="val EM@1, shuffled scenes")
     b.set(xlabel="epoch", ylabel="EM@1", ylim=(0, 1), title="validation")
     b.legend()
     fig.tight_layout()
@@ -532,7 +538,12 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
             model.eval()
             metrics = evaluate_em(model, val_ex, store, cfg, progress=progress) if val_ex else {"em": float("nan"), "n": 0, "per_type": {}}
             entry = {"epoch": epoch + 1, "stage": stage, "em": metrics["em"], "n": metrics["n"],
-                     "per_type": metrics["per_type"], "elapsed_s": round(time.time() - t_start, 1)}
+                     "per_type": metrics["per_type"]}
+            if len({ex.scene_id for ex in val_ex}) > 1:
+                # the control: a model that uses its scene tokens scores lower with another scene's tokens
+                swap = shuffled_scenes(ex.scene_id for ex in val_ex)
+                entry["shuffled_em"] = evaluate_em(model, val_ex, store, cfg, progress=progress, scene_of=swap)["em"]
+            entry["elapsed_s"] = round(time.time() - t_start, 1)
             history["eval"].append(entry)
             trainer_state["epoch"] = epoch + 1
             is_best = bool(metrics["n"]) and metrics["em"] > trainer_state["best_em"]
@@ -543,7 +554,8 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
                 model.save_pretrained(out_dir / "best")  # atomic; the previous best stays until the new one is complete
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
             plot_curves(history, out_dir / "curves.png")
-            print(json.dumps({k: entry[k] for k in ("epoch", "stage", "em", "n", "elapsed_s")}), flush=True)
+            print(json.dumps({k: entry[k] for k in ("epoch", "stage", "em", "shuffled_em", "n", "elapsed_s") if k in entry}),
+                  flush=True)
         accelerator.wait_for_everyone()
     if main_process and not (out_dir / "best").exists() and (out_dir / "last").exists():
         model.save_pretrained(out_dir / "best")

@@ -43,7 +43,7 @@ class FakeQAModel:
         if blind:
             assert scenes is None
             return [BLIND_ANSWER] * len(questions)
-        return [self.answers[(scenes["scene"], q)] for q in questions]
+        return [self.answers.get((scenes["scene"], q), "no idea") for q in questions]
 
 
 @pytest.fixture
@@ -111,6 +111,19 @@ def test_cli_writes_consistent_files(tmp_path, data_dir, fake_model):
     assert f"| counting | 3 | {per_type['counting']['EM@1']:.2f}" in md
     assert "METEOR | n/a" in md
     assert "baseline" not in metrics
+
+
+def test_shuffle_scenes_answers_with_another_scene(tmp_path, data_dir, fake_model):
+    metrics, preds, _ = run(data_dir, tmp_path / "runs" / "shuffled", "--shuffle-scenes")
+    # a derangement in sorted order: every question sees the next room's scene
+    assert metrics["run"]["shuffled_scenes"] == {"room_0": "room_1", "room_1": "room_2", "room_2": "room_0"}
+    assert fake_model.prepared == ["room_1", "room_2", "room_0"]
+    # the fake model only knows answers for the right scene, so the control scores zero
+    assert {p["prediction"] for p in preds} == {"no idea"} and metrics["scores"]["overall"]["EM@1"] == 0
+    with pytest.raises(SystemExit, match="exclude"):
+        benchmark.main(["--checkpoint", "c", "--data", str(data_dir), "--out", str(tmp_path / "x"), "--blind", "--shuffle-scenes"])
+    with pytest.raises(ValueError, match="two scenes"):
+        benchmark.shuffled_scenes(["room_0", "room_0"])
 
 
 def test_blind_baseline_beside_the_run(tmp_path, data_dir, fake_model):

@@ -62,9 +62,31 @@ def test_qa_synth_config_parses():
     assert cfg.stage1.epochs >= 1 and cfg.stage2.epochs >= 1
 
 
+def test_evaluate_em_shuffled_scene_control():
+    from chorus_qa.datasets import QAExample
+    from chorus_qa.train_qa import evaluate_em
+
+    class Store:  # a scene's "context" is its id
+        def context(self, model, scene_id):
+            return scene_id
+
+    class Model:  # answers every question with the name of the scene it was shown
+        def generate(self, context, questions, situations=None, max_new_tokens=8, blind=False):
+            return ["none" if blind else context] * len(questions)
+
+    examples = [QAExample(s, f"{s}-{i}", "which room is this?", [s], type=t)
+                for s, t in (("a", "x"), ("b", "x"), ("c", "y")) for i in range(2)]
+    cfg = TrainQAConfig.from_dict({"data_dir": "D", "out_dir": "O", "eval_batch_size": 1})
+    assert evaluate_em(Model(), examples, Store(), cfg, progress=False)["em"] == 1.0
+    swap = {"a": "b", "b": "a", "c": "c"}  # only c keeps its own scene
+    got = evaluate_em(Model(), examples, Store(), cfg, progress=False, scene_of=swap)
+    assert got["em"] == pytest.approx(1 / 3) and got["per_type"] == {"x": 0.0, "y": 1.0}
+
+
 def test_end_to_end_train_and_resume(tiny_world, tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tiny_world, tmp_path / "run")))
+    # eval on train questions: the tiny world has a single val room, and the shuffled-scene control needs two
+    cfg_path.write_text(yaml.safe_dump({**tiny_config_dict(tiny_world, tmp_path / "run"), "val_split": "train"}))
     assert main(["--config", str(cfg_path), "--no-progress"]) == 0
     run = tmp_path / "run"
     for name in ("history.json", "curves.png", "best/config.json", "best/projector.safetensors",
@@ -73,7 +95,7 @@ def test_end_to_end_train_and_resume(tiny_world, tmp_path):
     history = json.loads((run / "history.json").read_text())
     steps_first = len(history["step"])
     assert [e["epoch"] for e in history["eval"]] == [1, 2] and steps_first == 2 * 4
-    assert all(0.0 <= e["em"] <= 1.0 for e in history["eval"])
+    assert all(0.0 <= e["em"] <= 1.0 and 0.0 <= e["shuffled_em"] <= 1.0 for e in history["eval"])
 
     # resume: one more stage-2 epoch continues the history instead of restarting
     assert main(["--config", str(cfg_path), "--no-progress", "--set", "stage2.epochs=2"]) == 0
