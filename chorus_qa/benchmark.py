@@ -228,7 +228,8 @@ def _gain(value, base) -> str:
 def render_markdown(metrics: dict, baseline: dict | None = None, baseline_label: str = "blind") -> str:
     """Markdown tables (overall, per type, per dataset) of a metrics.json dict, with a baseline when given."""
     run, scores = metrics["run"], metrics["scores"]
-    mode = "blind (no scene tokens)" if run.get("blind") else "scene tokens"
+    mode = ("blind (no scene tokens)" if run.get("blind") else
+            "another room's scene tokens (shuffled-scene control)" if run.get("shuffled_scenes") else "scene tokens")
     lines = [
         f"# Q&A benchmark: {run.get('split')} split, {mode}",
         "",

@@ -88,14 +88,15 @@ def token_summary(qa_cfg: dict) -> str:
     if pooling == "objects":
         source = (qa_cfg.get("segments") or {}).get("source", "zero-shot")
         how = "zero-shot labels of the language head split into connected parts" if source == "zero-shot" else f"{source} segments"
-        return f"up to {k} object tokens, one per segment: {how}"
+        names = " plus the LLM's own embedding of the segment's class name" if qa_cfg.get("object_names") else ""
+        return f"up to {k} object tokens, one per segment: {how}{names}"
     return f"{k} {pooling}-pooled tokens"
 
 
 def card(out: Path, bench: Path, pretrain_results: Path, seconds: int, qa_run: Path | None = None) -> None:
     (out / "metrics").mkdir(exist_ok=True)
     rows = {}
-    for mode in ("scene", "blind"):
+    for mode in ("scene", "blind", "shuffled"):
         m = bench / mode / "metrics.json"
         if m.exists():
             shutil.copy2(m, out / "metrics" / f"qa_val_{mode}.json")
@@ -112,6 +113,11 @@ def card(out: Path, bench: Path, pretrain_results: Path, seconds: int, qa_run: P
     if baseline_file.exists():
         guess = (f"For reference, answering each question type's most common training answer scores "
                  f"{100 * json.loads(baseline_file.read_text())['all']['overall']:.1f} % EM on this val split.")
+    control = ""
+    if "shuffled" in rows and "scene" in rows:
+        em = {mode: rows[mode]["scores"]["overall"]["EM@1"] for mode in ("scene", "shuffled")}
+        control = (f"Control: given another val room's scene tokens (`--shuffle-scenes`), the same checkpoint scores "
+                   f"{em['shuffled']:.1f} % EM@1 instead of {em['scene']:.1f} %; that gap is what reading the scene is worth.")
     qa_cfg = json.loads((out / "config.json").read_text())
     text = f"""# Chorus-QA demo checkpoint
 
@@ -132,6 +138,8 @@ Everything in it was trained by this repository's own recipe from procedurally g
 ## Q&A on synthetic val rooms (with scene tokens vs blind)
 
 "blind" is the same checkpoint answering without scene tokens. {guess}
+
+{control}
 
 {md_table}
 

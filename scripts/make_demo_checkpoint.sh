@@ -8,7 +8,7 @@
 #   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
 #   4. Q&A training (configs/qa_synth.yaml: stage 1 projector, stage 2 + LoRA on SmolLM2-135M, 6 questions per
 #      multi-turn sequence) on the frozen encoder;
-#   5. benchmark on val, with and without scene tokens (blind), and the model card.
+#   5. benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -39,6 +39,7 @@ stamp "5/5 benchmark (scene tokens and blind) + export"
 "$PY" scripts/export_demo.py qa --run "$WORK/qa" --out "$OUT"
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/blind" --blind
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene" --feature-cache none
+"$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/shuffled" --shuffle-scenes --feature-cache none
 "$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --run "$WORK/qa" --pretrain-results benchmarks/results/pretrain_probe.json \
   --seconds $(( $(date +%s) - start ))
 stamp "done: $OUT"

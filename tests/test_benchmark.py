@@ -120,6 +120,8 @@ def test_shuffle_scenes_answers_with_another_scene(tmp_path, data_dir, fake_mode
     assert fake_model.prepared == ["room_1", "room_2", "room_0"]
     # the fake model only knows answers for the right scene, so the control scores zero
     assert {p["prediction"] for p in preds} == {"no idea"} and metrics["scores"]["overall"]["EM@1"] == 0
+    assert (tmp_path / "runs" / "shuffled" / "metrics.md").read_text().startswith(
+        "# Q&A benchmark: val split, another room's scene tokens (shuffled-scene control)")
     with pytest.raises(SystemExit, match="exclude"):
         benchmark.main(["--checkpoint", "c", "--data", str(data_dir), "--out", str(tmp_path / "x"), "--blind", "--shuffle-scenes"])
     with pytest.raises(ValueError, match="two scenes"):

@@ -1,0 +1,44 @@
+"""scripts/export_demo.py: the model card reports the benchmark runs it is given (scene, blind, shuffled control)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("export_demo", ROOT / "scripts" / "export_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_run(folder: Path, em: float, **run) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"run": run, "scores": {"overall": {"EM@1": em}}}))
+    (folder / "metrics.md").write_text(f"# Q&A benchmark\n\n| EM@1 | {em} |\n")
+
+
+def test_card_reports_the_shuffled_scene_control_and_object_names(tmp_path):
+    export_demo = load_script()
+    out, bench = tmp_path / "release", tmp_path / "work" / "bench"
+    out.mkdir()
+    qa_cfg = {"llm": "smollm2-135m", "num_scene_tokens": 64, "pooling": "objects", "segments": {"source": "zero-shot"},
+              "object_names": True, "lora": {"r": 16}}
+    (out / "config.json").write_text(json.dumps(qa_cfg))
+    bench_run(bench / "scene", 47.67)
+    bench_run(bench / "blind", 29.19, blind=True)
+    bench_run(bench / "shuffled", 36.87, shuffled_scenes={"a": "b", "b": "a"})
+    export_demo.card(out, bench, tmp_path / "no_pretrain.json", seconds=600)
+    text = (out / "README.md").read_text()
+    assert "scores 36.9 % EM@1 instead of 47.7 %" in text
+    assert "up to 64 object tokens, one per segment" in text and "class name" in text
+    assert "| EM@1 | 47.67 |" in text  # the scene run's table is embedded, headings demoted
+    assert sorted(p.name for p in (out / "metrics").iterdir()) == ["qa_val_blind.json", "qa_val_scene.json", "qa_val_shuffled.json"]
+    # without a shuffled run the card has no control sentence, and cell tokens are described as such
+    (bench / "shuffled" / "metrics.json").unlink()
+    (out / "config.json").write_text(json.dumps({**qa_cfg, "pooling": "cell", "object_names": False}))
+    export_demo.card(out, bench, tmp_path / "no_pretrain.json", seconds=600)
+    text = (out / "README.md").read_text()
+    assert "Control:" not in text and "64 cell-pooled tokens" in text
