@@ -37,21 +37,26 @@ def test_checkpoint_parts_belong_together(loaded):
 
 
 def test_answers_depend_on_the_scene(loaded):
-    """The scene tokens reach the LLM: the same questions asked in four different rooms do not all get the
-    same answers (they would if the scene path were broken, e.g. placeholders left unfilled). The demo model's
-    scene dependence is weak (README), so this guards the wiring, not the accuracy."""
+    """The model reads the scene: the same questions asked in four different rooms do not all get the same
+    answers (they would if the scene path were broken, e.g. placeholders left unfilled, or if the scene tokens
+    collapsed into a constant prompt, as the earlier cell-token release did), and it names the room type (99 %
+    on val rooms) in at least three of the four."""
     session = loaded.session
     questions = ["how many chairs are in the room?", "what kind of room is this?", "what color is the bed?",
                  "is there a toilet in the room?", "how many tables are in the room?", "what color is the couch?",
                  "what is the closest object to the door?", "is the table small or large?"]
     answers = []
+    truth = []
     for seed in (3, 2, 14, 1):  # the demo rooms (chorus_qa.demo): living room, bedroom, kitchen, bathroom
-        scene, _ = generate_room(seed, density=0.3)
+        scene, meta = generate_room(seed, density=0.3)
+        truth.append(meta["room"]["type"])
         session.set_scene(scene)
         answers.append([session.answer(q) for q in questions])
     assert all(a.strip() for room in answers for a in room), answers
     varying = [q for i, q in enumerate(questions) if len({room[i] for room in answers}) > 1]
     assert varying, f"every question got the same answer in four different rooms: {answers[0]}"
+    said = [room[1].strip().lower().rstrip(".") for room in answers]
+    assert sum(a == t for a, t in zip(said, truth)) >= 3, list(zip(said, truth))
 
 
 def test_open_vocabulary_search_ranks_the_floor_above_objects(loaded):
