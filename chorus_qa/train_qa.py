@@ -543,6 +543,10 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
                 # the control: a model that uses its scene tokens scores lower with another scene's tokens
                 swap = shuffled_scenes(ex.scene_id for ex in val_ex)
                 entry["shuffled_em"] = evaluate_em(model, val_ex, store, cfg, progress=progress, scene_of=swap)["em"]
+                if entry["em"] - entry["shuffled_em"] < 0.01:
+                    print(f"warning: epoch {epoch + 1}: val EM {entry['em']:.3f} with the right scenes, "
+                          f"{entry['shuffled_em']:.3f} with other rooms' scene tokens; the model does not read its "
+                          f"scene (README, Scene Q&A: collapsed scene tokens)", file=sys.stderr, flush=True)
             entry["elapsed_s"] = round(time.time() - t_start, 1)
             history["eval"].append(entry)
             trainer_state["epoch"] = epoch + 1

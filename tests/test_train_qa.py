@@ -83,7 +83,7 @@ def test_evaluate_em_shuffled_scene_control():
     assert got["em"] == pytest.approx(1 / 3) and got["per_type"] == {"x": 0.0, "y": 1.0}
 
 
-def test_end_to_end_train_and_resume(tiny_world, tmp_path):
+def test_end_to_end_train_and_resume(tiny_world, tmp_path, capsys):
     cfg_path = tmp_path / "tiny.yaml"
     # eval on train questions: the tiny world has a single val room, and the shuffled-scene control needs two
     cfg_path.write_text(yaml.safe_dump({**tiny_config_dict(tiny_world, tmp_path / "run"), "val_split": "train"}))
@@ -96,6 +96,9 @@ def test_end_to_end_train_and_resume(tiny_world, tmp_path):
     steps_first = len(history["step"])
     assert [e["epoch"] for e in history["eval"]] == [1, 2] and steps_first == 2 * 4
     assert all(0.0 <= e["em"] <= 1.0 and 0.0 <= e["shuffled_em"] <= 1.0 for e in history["eval"])
+    # a random tiny LLM cannot read its scene: the trainer says so whenever the control scores as high
+    blind_epochs = sum(e["em"] - e["shuffled_em"] < 0.01 for e in history["eval"])
+    assert capsys.readouterr().err.count("the model does not read its scene") == blind_epochs
 
     # resume: one more stage-2 epoch continues the history instead of restarting
     assert main(["--config", str(cfg_path), "--no-progress", "--set", "stage2.epochs=2"]) == 0
