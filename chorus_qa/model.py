@@ -33,7 +33,7 @@ from data.atomic import atomic_directory
 
 from .projector import mlp2x_gelu
 from .qa_config import LoraSettings, QAModelConfig
-from .scene_tokens import PooledScene, SceneTokenizer, pool_scene, scene_slices
+from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, scene_slices
 
 SCENE_TOKEN = "<scene>"
 IGNORE_INDEX = -100
@@ -134,7 +134,7 @@ class ChorusQAModel(nn.Module):
         hidden = self.causal_lm.config.hidden_size
         self.scene_tokenizer = SceneTokenizer(config.scene_tokenizer_config())
         self.projector = mlp2x_gelu(config.token_dim, hidden)
-        if config.object_names:
+        if config.object_names or config.color_names:
             # Start each object token as exactly its class-name word: the projector's last layer begins at zero and
             # learns a residual (box, colour, features) on top. A randomly initialised projector instead gives the
             # LLM noise tokens, which early training silences into a constant soft prompt that ignores the scene.
@@ -151,14 +151,19 @@ class ChorusQAModel(nn.Module):
         self._prefix_cache: dict[bool, list[int]] = {}
         if config.object_names:
             self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
+        if config.color_names:
+            self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
 
     def class_name_embeddings(self) -> Tensor:
-        """[L + 1, H]: the mean input embedding of each class name's tokens (as a word inside a sentence, with a
-        leading space) for the label set of ``config.segments``; the last row (label -1) is zeros. Frozen, and
-        rebuilt from the LLM on load, so checkpoints do not store it."""
+        """``word_embeddings`` of the class names of the label set of ``config.segments``."""
         from encoder.label_sets import get_label_set
 
-        names = get_label_set(self.config.segment_config().label_set)
+        return self.word_embeddings(get_label_set(self.config.segment_config().label_set))
+
+    def word_embeddings(self, names: Sequence[str]) -> Tensor:
+        """[L + 1, H]: the mean input embedding of each name's tokens (as a word inside a sentence, with a leading
+        space); the last row (id -1 / none) is zeros. Frozen, and rebuilt from the LLM on load, so checkpoints do
+        not store it."""
         table = self.causal_lm.get_input_embeddings().weight.detach()
         rows = [table[torch.tensor(self.tokenizer(" " + n, add_special_tokens=False)["input_ids"], device=table.device)].float().mean(0)
                 for n in names]
@@ -323,14 +328,20 @@ class ChorusQAModel(nn.Module):
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
         embedding of each object token when ``config.object_names``."""
         embeds = self.projector(torch.stack([self.scene_tokenizer.embed_pooled(p)[0] for p in pooled]))
-        if not self.config.object_names:
-            return embeds
-        if any(p.labels is None for p in pooled):
-            raise ValueError("object_names: the pooled scenes carry no class labels (pool them with labels=...)")
-        last = self.name_embeds.shape[0] - 1
-        labels = torch.stack([p.labels.to(self.device).long() for p in pooled])
-        labels = torch.where((labels < 0) | (labels >= last), torch.full_like(labels, last), labels)
-        return embeds + self.name_embeds[labels].to(embeds.dtype)
+        if self.config.object_names:
+            embeds = embeds + self._lookup(self.name_embeds, [p.labels for p in pooled], "object_names", "class labels (pool them with labels=...)").to(embeds.dtype)
+        if self.config.color_names:
+            embeds = embeds + self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_names", "colour ids").to(embeds.dtype)
+        return embeds
+
+    def _lookup(self, table: Tensor, ids: Sequence[Tensor | None], option: str, what: str) -> Tensor:
+        """Rows of a word table [L + 1, H] for per-token ids [B, K]; ids outside 0..L-1 (-1 = none) get the zero row."""
+        if any(i is None for i in ids):
+            raise ValueError(f"{option}: the pooled scenes carry no {what}")
+        last = table.shape[0] - 1
+        ids = torch.stack([i.to(self.device).long() for i in ids])
+        ids = torch.where((ids < 0) | (ids >= last), torch.full_like(ids, last), ids)
+        return table[ids]
 
     def embed(self, input_ids: Tensor, scene_embeds: Tensor | None) -> Tensor:
         """Token embeddings [B, T, H] with scene tokens placed (pass None for a blind prompt)."""

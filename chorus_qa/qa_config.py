@@ -52,6 +52,8 @@ class QAModelConfig:
     segments: dict | None = None         # "objects" pooling: chorus_qa.segments.SegmentConfig fields (where segments come from)
     object_names: bool = False           # "objects" pooling: add to each object token the LLM's own embedding of its
                                          # segment's class name (segments.label_set), a frozen lookup
+    color_names: bool = False            # "objects" pooling: also add the embedding of the segment's basic colour term
+                                         # (majority of its Gaussians' nearest colour names; scene_tokens.basic_color_ids)
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -71,8 +73,8 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None or self.object_names:
-            raise ValueError(f"QAModelConfig.segments / object_names are set but pooling is {self.pooling!r}; "
+        elif self.segments is not None or self.object_names or self.color_names:
+            raise ValueError(f"QAModelConfig.segments / object_names / color_names are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
 
     def segment_config(self):

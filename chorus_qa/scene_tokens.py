@@ -192,6 +192,37 @@ def group_majority(labels: Tensor, assign: Tensor, k: int) -> Tensor:
     return torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((k,), -1, dtype=torch.long, device=assign.device))
 
 
+_COLOR_PROTOTYPES: dict[str, Tensor] = {}
+
+
+def basic_color_names() -> list[str]:
+    """The colour vocabulary of ``basic_color_ids``: twelve basic colour terms (the eleven of Berlin & Kay plus
+    beige), with the sRGB prototypes the synthetic world paints with (``data.synth.COLORS``)."""
+    from data.synth.classes import COLORS
+
+    return list(COLORS)
+
+
+def srgb_to_lab(rgb: Tensor) -> Tensor:
+    """sRGB in [0, 1] [..., 3] -> CIELAB (D65) [..., 3]."""
+    c = rgb.float().clamp(0, 1)
+    c = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = torch.tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], device=c.device)
+    xyz = (c @ m.T) / torch.tensor([0.9505, 1.0, 1.089], device=c.device)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def basic_color_ids(colors: Tensor) -> Tensor:
+    """Index into ``basic_color_names()`` of the nearest prototype (CIELAB distance) of each colour [M, 3] -> [M]."""
+    key = str(colors.device)
+    if key not in _COLOR_PROTOTYPES:
+        from data.synth.classes import COLORS
+
+        _COLOR_PROTOTYPES[key] = srgb_to_lab(torch.tensor(list(COLORS.values()), dtype=torch.float32, device=colors.device) / 255)
+    return torch.cdist(srgb_to_lab(colors), _COLOR_PROTOTYPES[key]).argmin(1)
+
+
 @torch.no_grad()
 def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: Tensor, colors: Tensor, k: int,
                  offset_scale: float, training: bool = False, generator: torch.Generator | None = None,
@@ -199,7 +230,9 @@ def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: T
     """One token per segment: the ``k`` largest segments (ids >= 0 in ``segments`` [M]; -1 = no segment).
 
     features [M, C], positions [M, 3] (normalised), means [M, 3] (metres), colors [M, 3]; optional per-Gaussian
-    class ids ``labels`` [M] give each token its segment's majority class (PooledScene.labels, -1 = none).
+    class ids ``labels`` [M] give each token its segment's majority class (PooledScene.labels, -1 = none). Each
+    token also gets its segment's colour name, a majority vote of its Gaussians' nearest basic colour terms
+    (PooledScene.color_ids; a vote, not the mean colour, because an object's legs or trim would darken the mean).
     Inference orders the tokens by Gaussian count (largest first, ties by segment id); training shuffles them.
     """
     valid = segments >= 0
@@ -222,7 +255,9 @@ def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: T
     colour, _ = group_mean_std(colors[take].float(), assign, count)
     geometry = torch.cat([half * offset_scale, spread * offset_scale, torch.log1p(count)[:, None], colour], -1)
     token_labels = None if labels is None else group_majority(labels[take].to(assign.device), assign, k)
-    return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m, labels=token_labels)
+    color_ids = group_majority(basic_color_ids(colors[take]), assign, k)
+    return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m, labels=token_labels,
+                       color_ids=color_ids)
 
 
 def select_centres(positions: Tensor, cfg: SceneTokenizerConfig, training: bool,
@@ -256,6 +291,7 @@ class PooledScene:
     positions: Tensor
     centres: Tensor
     labels: Tensor | None = None  # "objects" with labels: class id per token [K] (-1 = none / empty slot)
+    color_ids: Tensor | None = None  # "objects": basic colour term per token [K] (basic_color_names(); -1 = empty slot)
 
 
 def check_scene_inputs(features: Tensor, means: Tensor, in_dim: int) -> None:

@@ -219,7 +219,7 @@ class PooledSceneStore:
     """
 
     def __init__(self, cfg: TrainQAConfig, source: SceneFeatureSource, token_cfg: SceneTokenizerConfig, segmenter=None,
-                 need_labels: bool = False):
+                 need: tuple[str, ...] = ()):
         if token_cfg.pooling == "objects" and segmenter is None:
             raise ValueError("PooledSceneStore: 'objects' pooling needs a Segmenter")
         kind = "cells" if token_cfg.pooling == "cell" else f"objects-{segmenter.cfg.key()}"
@@ -227,7 +227,7 @@ class PooledSceneStore:
                f"_v{cfg.pooled_variants}_r{cfg.seed}")
         self.cache = FeatureCache(feature_cache_root(cfg), key)
         self.source, self.cfg, self.token_cfg, self.segmenter = source, cfg, token_cfg, segmenter
-        self.need_labels = need_labels  # object tokens with class names: files cached without labels are redone
+        self.need = need  # per-token ids the model reads ("labels", "color_ids"): files cached without them are redone
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
 
     def _compute(self, scene_id: str) -> dict[str, torch.Tensor]:
@@ -239,8 +239,9 @@ class PooledSceneStore:
                     for i in range(self.cfg.pooled_variants)]
         out = {name: torch.stack([getattr(v, name) for v in variants]).to(torch.float16 if name == "cells" else torch.float32)
                for name in ("cells", "geometry", "positions", "centres")}
-        if variants[0].labels is not None:
-            out["labels"] = torch.stack([v.labels for v in variants]).long()
+        for name in ("labels", "color_ids"):
+            if getattr(variants[0], name) is not None:
+                out[name] = torch.stack([getattr(v, name) for v in variants]).long()
         return out
 
     def precompute(self, scene_ids, progress: bool = True) -> None:
@@ -253,17 +254,17 @@ class PooledSceneStore:
     def _usable(self, scene_id: str) -> bool:
         if not self.cache.path(scene_id).is_file():
             return False
-        if not self.need_labels:
+        if not self.need:
             return True
         from safetensors import safe_open
 
         with safe_open(str(self.cache.path(scene_id)), framework="pt") as f:
-            return "labels" in f.keys()
+            return set(self.need) <= set(f.keys())
 
     def variants(self, scene_id: str) -> dict[str, torch.Tensor]:
         if scene_id not in self.memory:
             tensors = self.cache.load_tensors(scene_id)
-            if tensors is None or (self.need_labels and "labels" not in tensors):
+            if tensors is None or not set(self.need) <= set(tensors):
                 tensors = self._compute(scene_id)
                 self.cache.save_tensors(scene_id, tensors)
             if tensors["cells"].shape[0] != self.cfg.pooled_variants:
@@ -275,7 +276,8 @@ class PooledSceneStore:
         t = self.variants(scene_id)
         return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant],
                            positions=t["positions"][variant], centres=t["centres"][variant],
-                           labels=t["labels"][variant] if "labels" in t else None)
+                           labels=t["labels"][variant] if "labels" in t else None,
+                           color_ids=t["color_ids"][variant] if "color_ids" in t else None)
 
     def batch_inputs(self, scene_ids: list[str], rng: random.Random) -> dict:
         """QABatch scene fields: one training variant per sequence (variant 0 only when it is the sole one)."""
@@ -293,7 +295,8 @@ def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: 
         from chorus_qa.segments import make_segmenter
 
         segmenter = make_segmenter(model_cfg, source.encoder_ref)
-        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter, need_labels=model_cfg.object_names)
+        return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter,
+                                need=("labels",) * model_cfg.object_names + ("color_ids",) * model_cfg.color_names)
     return SceneStore(cfg, source)
 
 

@@ -1,5 +1,7 @@
 """Object-centric scene tokens: segments (chorus_qa.segments) and "objects" pooling (scene_tokens.pool_objects)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -206,3 +208,51 @@ def test_object_names_add_the_llms_own_class_name_embedding():
     assert model.projector[-1].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="labels"):
         model.pooled_embeddings([pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c)])
+
+
+def test_basic_color_ids_name_prototypes_and_known_colours():
+    from data.synth.classes import COLORS
+    from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, srgb_to_lab
+
+    names = basic_color_names()
+    # CIELAB of sRGB white is (100, 0, 0) and of mid gray 0.5 about L = 53.4 (standard published values)
+    lab = srgb_to_lab(torch.tensor([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]))
+    assert torch.allclose(lab[0], torch.tensor([100.0, 0, 0]), atol=0.3)
+    assert abs(float(lab[1, 0]) - 53.4) < 0.3 and abs(float(lab[2, 0])) < 1e-3
+    protos = torch.tensor(list(COLORS.values()), dtype=torch.float32) / 255
+    assert basic_color_ids(protos).tolist() == list(range(len(names)))
+    # slightly shaded prototypes still get their own names; a sky blue is "blue", a dark navy not "black"
+    assert basic_color_ids((protos * 0.93).clamp(0, 1)).tolist() == list(range(len(names)))
+    got = [names[i] for i in basic_color_ids(torch.tensor([[0.3, 0.5, 0.95], [0.95, 0.95, 0.93], [0.1, 0.6, 0.15]]))]
+    assert got == ["blue", "white", "green"]
+
+
+def test_color_names_vote_per_segment_and_add_the_colour_word():
+    from chorus_qa.scene_tokens import basic_color_ids, basic_color_names
+
+    names = basic_color_names()
+    f, m, s, c = three_objects()  # segments 5 / 2 / 9 are red / green / blue
+    c[:300] = torch.tensor([196, 40, 36]) / 255
+    c[:100] = torch.tensor([0.93, 0.93, 0.93])  # a third of segment 5 is white trim: its mean colour reads pink
+    assert names[int(basic_color_ids(c[:300].mean(0, keepdim=True)))] == "pink"
+    p = pool_scene(f, m, objects_cfg(k=4), segments=s, colors=c)  # the vote stays red
+    assert [names[i] for i in p.color_ids[:3]] == ["red", "green", "blue"] and p.color_ids[3] == -1
+    cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+                        segments={"source": "gt"}, object_names=True, color_names=True, lora={"r": 4, "alpha": 8})
+    with pytest.raises(ValueError, match="color_names"):
+        QAModelConfig(feature_dim=FEAT, color_names=True)
+    model = ChorusQAModel.build(cfg).eval()
+    emb = model.causal_lm.get_input_embeddings().weight
+    ids = model.tokenizer(" red", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(model.color_embeds[names.index("red")].float(), emb[ids].float().mean(0), atol=1e-6)
+    assert "color_embeds" not in model.trainable_state_dict()
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+    with torch.no_grad():
+        got = model.pooled_embeddings([pooled])[0]
+    colours = model.color_embeds[torch.tensor([names.index(n) for n in ("red", "green", "blue")] + [len(names)])]
+    words = model.name_embeds[torch.tensor([5, 9, model.name_embeds.shape[0] - 1, model.name_embeds.shape[0] - 1])]
+    # a fresh model's token is exactly class word + colour word (zero projector); the empty slot stays zero
+    assert torch.allclose(got, (words + colours).to(got.dtype), atol=1e-6) and not got[3].any()
+    with pytest.raises(ValueError, match="colour"):
+        model.pooled_embeddings([dataclasses.replace(pooled, color_ids=None)])
