@@ -59,7 +59,7 @@ def test_lr_schedule_shape():
 def test_qa_synth_config_parses():
     cfg = load_config(str(ROOT / "configs" / "qa_synth.yaml"))
     assert cfg.model.get("llm", "smollm2-135m") == "smollm2-135m"
-    assert cfg.stage1.epochs >= 1 and cfg.stage2.epochs >= 1
+    assert cfg.stage2.epochs >= 1 and cfg.model["object_names"] and cfg.model["pooling"] == "objects"
 
 
 def test_evaluate_em_shuffled_scene_control():
@@ -277,6 +277,6 @@ def test_pooled_store_redoes_files_without_labels_when_names_are_needed(tiny_wor
     assert tensors["labels"].shape == (cfg.pooled_variants, mcfg.num_scene_tokens)
     store.cache.save_tensors(sid, {k: v for k, v in tensors.items() if k != "labels"})  # an older cache file
     assert store.get(sid).labels is None
-    named = PooledSceneStore(cfg, source, mcfg.scene_tokenizer_config(), make_segmenter(mcfg), need_labels=True)
+    named = PooledSceneStore(cfg, source, mcfg.scene_tokenizer_config(), make_segmenter(mcfg), need=("labels",))
     assert torch.equal(named.get(sid).labels, tensors["labels"][0])
     assert "labels" in store.cache.load_tensors(sid)  # rewritten
