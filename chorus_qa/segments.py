@@ -122,11 +122,12 @@ class Segmenter:
     @torch.no_grad()
     def labels(self, features: Tensor) -> Tensor:
         """Zero-shot class ids [N] of per-Gaussian encoder features [N, C]."""
+        # The argmax of cosine similarity to the class texts is that of the plain dot product (normalising a row
+        # scales all of its scores alike), which lets the head's last layer fold into the text matrix.
         out, step = [], 32768  # chunks bound the projector's memory on big scenes
         for i in range(0, len(features), step):
-            lang = self.heads.project(self.head_name, features[i:i + step].float().cpu())
-            out.append(torch.nn.functional.normalize(lang, dim=1) @ self.text.T)
-        return torch.cat(out).argmax(1)
+            out.append(self.heads.scores(self.head_name, features[i:i + step].float().cpu(), self.text).argmax(1))
+        return torch.cat(out)
 
     def gt_labels(self, scene) -> Tensor | None:
         """Ground-truth class ids [N] of ``scene`` in this segmenter's label set (-1: unlabelled or not in it)."""

@@ -141,6 +141,13 @@ def test_gt_segmenter_and_zero_shot_segmenter_from_heads(tmp_path):
         assert labels[ids == sid].unique().numel() == 1
     inputs = seg.object_inputs(scene, f)
     assert torch.equal(inputs["segments"], ids) and torch.equal(inputs["colors"], c)
+    # the folded head gives the labels of the plain definition: argmax of cosine(language feature, class text)
+    lang = torch.nn.functional.normalize(heads.project("caption-minilm", f), dim=1)
+    assert torch.equal(labels, (lang @ seg.text.T).argmax(1))
+    text = torch.randn(5, 384)
+    assert torch.allclose(heads.scores("caption-minilm", f, text), heads.project("caption-minilm", f) @ text.T, atol=1e-4)
+    with pytest.raises(KeyError, match="no projector"):
+        heads.scores("siglip", f, text)
 
 
 def test_chat_session_segments_scenes_for_an_objects_model():
