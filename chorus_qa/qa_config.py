@@ -53,7 +53,8 @@ class QAModelConfig:
     object_names: bool = False           # "objects" pooling: add to each object token the LLM's own embedding of its
                                          # segment's class name (segments.label_set), a frozen lookup
     color_names: bool = False            # "objects" pooling: also add the embedding of the segment's basic colour term
-                                         # (majority of its Gaussians' nearest colour names; scene_tokens.basic_color_ids)
+                                         # (majority of its Gaussians' nearest colour names; scene_tokens.basic_color_ids);
+                                         # measured worse than names alone (README), kept for ablations
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
