@@ -119,6 +119,10 @@ class PretrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 1000  # optimizer steps (the OneCycle schedule length)
+    # warm start: a checkpoint folder (``checkpoints/step_*`` with model.safetensors) whose encoder + projector
+    # weights start this run, with a fresh optimizer and schedule; ignored when the output dir has a checkpoint
+    # to resume (so a warm-started run still resumes exactly)
+    init_from: str | None = None
     batch_size: int = 2  # scenes per micro-batch
     grad_accum: int = 1
     mixed_precision: str = "no"  # "no" | "bf16"
@@ -400,6 +404,20 @@ def load_checkpoint(path: Path, model: DistillationModel, opt, sched) -> int:
     return int(json.loads((path / "state.json").read_text())["step"])
 
 
+def load_init_weights(path: Path, model: DistillationModel) -> None:
+    """Warm start: the model weights of a pretraining checkpoint folder (shapes must match the config)."""
+    from safetensors.torch import load_file
+
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"init_from: {file} not found (expected a pretraining checkpoint folder, "
+                                f"e.g. RUN/checkpoints/step_0001500)")
+    try:
+        model.load_state_dict(load_file(str(file)))
+    except RuntimeError as e:
+        raise ValueError(f"init_from {path}: the weights do not fit this config's encoder/teachers: {e}") from None
+
+
 def _host_rng_state() -> dict:
     """Python's and numpy's global RNG states as JSON-able lists."""
     version, internal, gauss = random.getstate()
@@ -488,6 +506,9 @@ def _train(cfg: PretrainConfig, out: Path, max_steps: int | None, resume: str, p
     if ckpt is not None:
         start = load_checkpoint(ckpt, model, opt, sched)
         accelerator.print(f"resumed from {ckpt} at step {start}")
+    elif cfg.init_from:
+        load_init_weights(Path(cfg.init_from), model)
+        accelerator.print(f"weights from {cfg.init_from}; new optimizer and {cfg.steps}-step schedule")
     log_path = out / "train_log.jsonl"
     log = [r for r in read_log(log_path) if r["step"] < start] if start else []
     if accelerator.is_main_process:

@@ -150,3 +150,25 @@ def test_host_rng_state_round_trips_through_json():
     first = (random.random(), np.random.rand(3).tolist(), np.random.randn())
     _set_host_rng_state(saved)
     assert (random.random(), np.random.rand(3).tolist(), np.random.randn()) == first
+
+
+def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path, dataset):
+    first = write_config(tmp_path / "a.yaml", dataset, tmp_path / "a", steps=4)
+    assert main(["--config", str(first), "--no-progress"]) == 0
+    ckpt = tmp_path / "a" / "checkpoints" / "step_0000004"
+    runs = {name: write_config(tmp_path / f"{name}.yaml", dataset, tmp_path / name, steps=4,
+                               **({} if name == "cold" else {"init_from": str(ckpt)}))
+            for name in ("warm", "split", "cold")}
+    assert main(["--config", str(runs["warm"]), "--no-progress"]) == 0
+    assert main(["--config", str(runs["cold"]), "--no-progress"]) == 0
+    # a warm-started run that is stopped resumes from its own checkpoint (not from init_from again): same losses
+    assert main(["--config", str(runs["split"]), "--no-progress", "--max-steps", "2"]) == 0
+    assert main(["--config", str(runs["split"]), "--no-progress"]) == 0
+    warm, split, cold = (read_log(tmp_path / n / "train_log.jsonl") for n in ("warm", "split", "cold"))
+    assert [r["step"] for r in warm] == [0, 1, 2, 3] == [r["step"] for r in split]  # its own schedule, from step 0
+    assert np.allclose([r["loss"] for r in warm], [r["loss"] for r in split], rtol=1e-5, atol=1e-6)
+    # same first batch, but from run a's trained weights instead of a fresh model
+    assert warm[0]["loss"] < 0.8 * cold[0]["loss"]
+    bad = write_config(tmp_path / "bad.yaml", dataset, tmp_path / "bad", init_from=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        main(["--config", str(bad), "--no-progress"])
