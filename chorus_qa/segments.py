@@ -8,10 +8,11 @@ Sources (``SegmentConfig.source``):
   neighbours (``knn_k`` nearest, at most ``radius`` metres apart) form one segment. Touching
   objects of the same class merge, a mislabelled patch becomes its own small segment;
   segments under ``min_points`` Gaussians get id -1. Needs the encoder's projector heads
-  (``heads``; default: the ``heads`` folder next to the encoder folder). Measured on 6 synthetic
-  val rooms with the demo encoder (radius 0.12): 31 segments a room for 15.5 objects, 66 % of the
-  objects matched by a segment at IoU >= 0.5 and 86 % at 0.25 (linking Gaussians by object-head
-  feature similarity instead reaches 24 % / 42 %: structure chains everything together);
+  (``heads``; default: the ``heads`` folder next to the encoder folder). Measured on 40 synthetic
+  val rooms with the demo encoder (radius 0.12, ``benchmarks/segment_quality.py``): 43.9 segments a
+  room for 17.2 objects, 52.8 % of the objects matched by a segment at IoU >= 0.5 and 75.0 % at 0.25;
+  ``min_points`` 60 keeps 18.2 segments with the same IoU >= 0.5 recall (linking Gaussians by
+  object-head feature similarity instead reached 24 % / 42 % on 6 rooms: structure chains everything);
 - ``"gt"``: the scene's ground-truth instance ids: a diagnostic of what perfect segmentation
   gives the Q&A model, never a model to release (user scenes have no instances).
 """

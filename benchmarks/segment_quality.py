@@ -1,0 +1,139 @@
+"""Quality of the zero-shot segments that become object tokens, for several ``min_points`` / ``radius`` settings.
+
+    python benchmarks/segment_quality.py --data runs/qa1k/qa_data --checkpoint checkpoints/demo \
+        [--rooms 20] [--min-points 10 30 60 100] [--radius 0.12] [--out benchmarks/results/segment_quality.json]
+
+On the first ``--rooms`` val rooms of a synthetic Q&A data folder (ground-truth instances and counting questions
+needed), with the checkpoint's encoder and language head (``chorus_qa.segments``), per setting:
+
+- segments a room (against ground-truth objects a room);
+- object recall: the share of ground-truth objects whose best-overlapping segment has IoU >= 0.5 / 0.25;
+- token counting: for each counting question ("how many X"), the number of the 64 largest segments whose
+  majority class is X, exactly right / within one of the answer. This is what the object tokens offer the LLM
+  for counting, before it learns anything.
+
+The encoder and labels run once per room; only the segmentation is redone per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+
+def best_iou(instance: torch.Tensor, segments: torch.Tensor) -> list[float]:
+    """Per ground-truth object (instance id >= 0): the best IoU of any segment (id >= 0) with it."""
+    valid = (instance >= 0) & (segments >= 0)
+    obj_ids, obj_inv = torch.unique(instance[instance >= 0], return_inverse=True)
+    obj_size = torch.bincount(obj_inv, minlength=len(obj_ids)).float()
+    seg_ids, seg_inv = torch.unique(segments[segments >= 0], return_inverse=True)
+    seg_size = torch.bincount(seg_inv, minlength=len(seg_ids)).float()
+    # intersections from the joint (object, segment) histogram
+    o = torch.searchsorted(obj_ids, instance[valid])
+    s = torch.searchsorted(seg_ids, segments[valid])
+    inter = torch.zeros(len(obj_ids), max(len(seg_ids), 1)).index_put_((o, s), torch.ones(len(o)), accumulate=True)
+    if not len(seg_ids):
+        return [0.0] * len(obj_ids)
+    iou = inter / (obj_size[:, None] + seg_size[None, :] - inter)
+    return iou.max(1).values.tolist()
+
+
+def token_counts(labels: torch.Tensor, segments: torch.Tensor, k: int = 64) -> dict[int, int]:
+    """Class id -> number of the ``k`` largest segments whose majority label it is."""
+    ids, counts = torch.unique(segments[segments >= 0], return_counts=True)
+    top = ids[torch.sort(counts, descending=True, stable=True).indices[:k]]
+    out: dict[int, int] = defaultdict(int)
+    for i in top.tolist():
+        out[int(torch.mode(labels[segments == i]).values)] += 1
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="synthetic Q&A data folder (scenes/, splits/, qa/)")
+    ap.add_argument("--checkpoint", default="checkpoints/demo", help="Q&A checkpoint folder (config.json, encoder/, heads/)")
+    ap.add_argument("--rooms", type=int, default=20)
+    ap.add_argument("--min-points", type=int, nargs="+", default=[10, 30, 60, 100])
+    ap.add_argument("--radius", type=float, nargs="+", default=[0.12])
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--out", default="benchmarks/results/segment_quality.json")
+    args = ap.parse_args(argv)
+
+    from chorus_qa.datasets import load_qa_split
+    from chorus_qa.feature_cache import SceneFeatureSource
+    from chorus_qa.qa_config import QAModelConfig
+    from chorus_qa.segments import label_segments, make_segmenter
+    from data import load_scene
+    from encoder.label_sets import get_label_set
+
+    ckpt = Path(args.checkpoint)
+    cfg = QAModelConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
+    if cfg.pooling != "objects":
+        ap.error(f"{ckpt}: pooling is {cfg.pooling!r}; segments belong to 'objects' pooling")
+    encoder = ckpt / (cfg.encoder_ref or "encoder")
+    source = SceneFeatureSource(str(encoder))
+    segmenter = make_segmenter(cfg, str(encoder))
+    names = get_label_set(cfg.segment_config().label_set)
+    split_file = Path(args.data) / "splits" / "val.txt"
+    if not split_file.is_file():
+        ap.error(f"{split_file} not found: --data must be a synthetic Q&A folder (python -m data.synth ...)")
+    rooms = split_file.read_text().split()[: args.rooms]
+    counting = defaultdict(list)
+    for e in load_qa_split(args.data, "val", "synth"):
+        if e.type == "counting" and e.answers and e.answers[0].isdigit() and e.object_names and e.object_names[0] in names:
+            counting[e.scene_id].append((names.index(e.object_names[0]), int(e.answers[0])))
+
+    settings = [(r, m) for r in args.radius for m in args.min_points]
+    acc = {s: {"segments": 0, "objects": 0, "iou50": 0, "iou25": 0, "count_exact": 0, "count_within1": 0, "questions": 0}
+           for s in settings}
+    seg_cfg = segmenter.cfg
+    for sid in tqdm(rooms, desc="rooms", unit="room"):
+        scene = load_scene(Path(args.data) / "scenes" / sid)
+        if scene.instance is None:
+            raise ValueError(f"{sid}: no ground-truth instances (instance.npy)")
+        features, _ = source(scene)
+        labels = segmenter.labels(features)
+        for radius, min_points in settings:
+            seg = label_segments(scene.means, labels, seg_cfg.knn_k, radius, min_points)
+            a = acc[radius, min_points]
+            ious = best_iou(scene.instance.long(), seg)
+            a["segments"] += int(seg[seg >= 0].unique().numel())
+            a["objects"] += len(ious)
+            a["iou50"] += sum(v >= 0.5 for v in ious)
+            a["iou25"] += sum(v >= 0.25 for v in ious)
+            per_class = token_counts(labels, seg, args.tokens)
+            for cls, truth in counting[sid]:
+                a["questions"] += 1
+                a["count_exact"] += per_class.get(cls, 0) == truth
+                a["count_within1"] += abs(per_class.get(cls, 0) - truth) <= 1
+    rows = []
+    for (radius, min_points), a in acc.items():
+        n_q = max(a["questions"], 1)
+        rows.append({"radius": radius, "min_points": min_points,
+                     "segments_per_room": round(a["segments"] / len(rooms), 1),
+                     "objects_per_room": round(a["objects"] / len(rooms), 1),
+                     "recall_iou50": round(a["iou50"] / a["objects"], 4), "recall_iou25": round(a["iou25"] / a["objects"], 4),
+                     "token_count_exact": round(a["count_exact"] / n_q, 4),
+                     "token_count_within1": round(a["count_within1"] / n_q, 4), "counting_questions": a["questions"]})
+    result = {"data": args.data, "checkpoint": str(ckpt), "rooms": len(rooms), "tokens": args.tokens,
+              "knn_k": seg_cfg.knn_k, "settings": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    for r in rows:
+        print(f"radius {r['radius']} min_points {r['min_points']}: {r['segments_per_room']} segments a room for "
+              f"{r['objects_per_room']} objects; recall IoU>=0.5 {100 * r['recall_iou50']:.1f} %, >=0.25 "
+              f"{100 * r['recall_iou25']:.1f} %; token count exact {100 * r['token_count_exact']:.1f} %, "
+              f"within one {100 * r['token_count_within1']:.1f} % ({r['counting_questions']} questions)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
