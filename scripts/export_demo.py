@@ -79,7 +79,8 @@ def training_summary(pretrain_results: Path, qa_run: Path | None) -> str:
         cfg = st.get("config", {})
         per_seq = cfg.get("questions_per_sequence", 1)
         seqs = f"{cfg.get('batch_size')} sequences x {per_seq} questions" if per_seq > 1 else f"batch {cfg.get('batch_size')}"
-        parts.append(f"the Q&A model {st.get('global_step')} steps of {seqs} over {st.get('epoch')} epochs")
+        epochs = st.get("epoch")
+        parts.append(f"the Q&A model {st.get('global_step')} steps of {seqs} over {epochs} epoch{'' if epochs == 1 else 's'}")
     return " and ".join(parts) if parts else "the recipe's CPU budget"
 
 
