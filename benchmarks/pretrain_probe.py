@@ -18,6 +18,9 @@ Writes benchmarks/results/pretrain_probe.json and .md.
 
     python benchmarks/pretrain_probe.py                       # everything, ~1-2 h on 2 busy cores
     python benchmarks/pretrain_probe.py --stages eval         # re-evaluate an existing run
+    python benchmarks/pretrain_probe.py --work runs/pp_warm --data-dir runs/pretrain_probe/synth --stages train,eval \
+        --init-from runs/pretrain_probe/pretrain/checkpoints/step_0001500 --out benchmarks/results/pretrain_probe_warm.json
+                                                              # 1500 more steps from a finished run, same rooms
 """
 
 from __future__ import annotations
@@ -113,6 +116,8 @@ def pretrain_config(args, data_dir: Path):
     d["output_dir"] = str(args.work / "pretrain")
     d["steps"] = args.steps
     d["augment"]["max_points"] = args.max_points
+    if args.init_from:
+        d["init_from"] = str(args.init_from)
     return PretrainConfig.from_dict(d)
 
 
@@ -282,11 +287,15 @@ def main(argv=None) -> int:
     p.add_argument("--probe-points", type=int, default=4000, help="labelled Gaussians per train room for the linear probe")
     p.add_argument("--stages", default="data,lift,train,eval,measure")
     p.add_argument("--out", type=Path, default=RESULTS / "pretrain_probe.json")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="generated + lifted rooms of another run (default WORK/synth), e.g. to warm-start on the same rooms")
+    p.add_argument("--init-from", default=None,
+                   help="warm start: a pretraining checkpoint folder (RUN/checkpoints/step_N); new optimizer and schedule")
     args = p.parse_args(argv)
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # spconv's CPU convs are wrong and slow with >1 thread (see measure)
-    data_dir = args.work / "synth"
+    data_dir = args.data_dir.resolve() if args.data_dir else args.work / "synth"
     stages = set(args.stages.split(","))
     res = json.loads(args.out.read_text()) if args.out.is_file() else {}
     res.update({"num_scenes": args.scenes if not (data_dir / "splits").is_dir() else
