@@ -204,7 +204,7 @@ class OpenVocabSearch:
         if getattr(text_encoder, "dim", dim) != dim:
             raise ValueError(f"{heads_dir}: teacher {name!r} projects to {dim}-D but the text encoder "
                              f"{getattr(text_encoder, 'name', '?')!r} gives {text_encoder.dim}-D")
-        return cls(heads.projectors[heads._key(name)], text_encoder, config, teacher_name=name)
+        return cls(heads.projector(name), text_encoder, config, teacher_name=name)
 
     def embed_text(self, text: str) -> Tensor:
         """Unit text embedding [D] (cached per string)."""

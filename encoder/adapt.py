@@ -247,7 +247,7 @@ def adapt_encoder(encoder, heads, scenes: list, cfg: AdaptConfig | None = None, 
         if new_head:
             projector = TeacherProjector(encoder.out_dim, teacher.dim, heads.cfg.hidden_mult if heads is not None else 4)
         else:
-            projector = heads.projectors[heads._key(head_name)]
+            projector = heads.projector(head_name)
             if projector.out_dim != teacher.dim:
                 raise ValueError(f"projector '{head_name}' outputs {projector.out_dim}-D, teacher '{teacher.name}' gives {teacher.dim}-D")
             for p in projector.parameters():
