@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, group_majority  # noqa: E402
+from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, group_majority, group_mean_std  # noqa: E402
 from data.synth import COLORS, generate_room  # noqa: E402
 
 
@@ -38,8 +38,7 @@ def name_objects(colors: torch.Tensor, instance: torch.Tensor) -> dict[str, dict
     ids, assign = torch.unique(instance[instance >= 0], return_inverse=True)
     cols = colors[instance >= 0].float().clamp(0, 1)
     k = len(ids)
-    count = torch.zeros(k).index_add_(0, assign, torch.ones(len(assign)))
-    mean = torch.zeros(k, 3).index_add_(0, assign, cols) / count[:, None]
+    mean, _ = group_mean_std(cols, assign, torch.bincount(assign, minlength=k).float())
     rules = {"vote_lab": group_majority(basic_color_ids(cols), assign, k),
              "mean_lab": basic_color_ids(mean),
              "mean_rgb": torch.cdist(mean, protos).argmin(1)}

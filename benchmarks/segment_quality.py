@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,13 +47,18 @@ def best_iou(instance: torch.Tensor, segments: torch.Tensor) -> list[float]:
 
 
 def token_counts(labels: torch.Tensor, segments: torch.Tensor, k: int = 64) -> dict[int, int]:
-    """Class id -> number of the ``k`` largest segments whose majority label it is."""
-    ids, counts = torch.unique(segments[segments >= 0], return_counts=True)
-    top = ids[torch.sort(counts, descending=True, stable=True).indices[:k]]
-    out: dict[int, int] = defaultdict(int)
-    for i in top.tolist():
-        out[int(torch.mode(labels[segments == i]).values)] += 1
-    return out
+    """Class id -> number of the ``k`` largest segments whose majority label it is (the object tokens' classes:
+    ``pool_objects`` at inference keeps the same segments and gives them the same majority labels)."""
+    from chorus_qa.scene_tokens import group_majority
+
+    ids, inverse, counts = torch.unique(segments[segments >= 0], return_inverse=True, return_counts=True)
+    order = torch.sort(counts, descending=True, stable=True).indices[:k]
+    slot = torch.full((len(ids),), -1, dtype=torch.long)
+    slot[order] = torch.arange(len(order))
+    assign = slot[inverse]
+    kept = assign >= 0
+    majority = group_majority(labels[segments >= 0][kept], assign[kept], len(order))
+    return dict(Counter(majority.tolist()))
 
 
 def main(argv=None) -> int:
