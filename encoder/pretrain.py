@@ -14,7 +14,7 @@ Exact resume: the data stream is a pure function of (seed, epoch, position) and
 every augmentation draws from a generator seeded by the sample key, so a run
 that is stopped at a checkpoint (``--max-steps``) and resumed reproduces the
 loss curve of an uninterrupted run. Checkpoints go to
-``OUT/checkpoints/step_XXXXXXX`` (written atomically with :func:`data.atomic.atomic_directory`),
+``OUT/checkpoints/step_XXXXXXX`` (written atomically; :mod:`encoder.pretrain_state`),
 ``OUT/checkpoints/latest`` names the newest. Outputs: ``OUT/train_log.jsonl``,
 ``OUT/loss_curve.png``, ``OUT/encoder/`` (``save_pretrained``), ``OUT/heads/``,
 ``OUT/summary.json``.
@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -41,10 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.atomic import atomic_directory, atomic_file
 from encoder.augment import AugmentConfig, augment_scene
 from encoder.heads import HeadsConfig, MultiTeacherHeads
 from encoder.losses import distill_loss, group_infonce
+from encoder.pretrain_state import latest_checkpoint, load_checkpoint, load_init_weights, plot_loss_curve, read_log, save_checkpoint
 
 CONTRAST_KINDS = ("none", "semantic", "instance")
 
@@ -359,107 +358,6 @@ def build_optimizer(model: DistillationModel, cfg: PretrainConfig):
         anneal_strategy="cos", div_factor=o.div_factor, final_div_factor=o.final_div_factor, cycle_momentum=False,
     )
     return opt, sched
-
-
-# ============================================================================ checkpoints
-def save_checkpoint(out_dir: Path, step: int, model: DistillationModel, opt, sched, keep: int) -> Path:
-    """Write ``checkpoints/step_<step>`` atomically (:func:`data.atomic.atomic_directory`) and point ``latest`` at it."""
-    from safetensors.torch import save_file
-
-    ckpt_root = out_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step_{step:07d}"
-    with atomic_directory(final) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        # plain containers of tensors and numbers: reloadable with torch.load(weights_only=True), nothing unpickled
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-        (tmp / "rng.json").write_text(json.dumps(_host_rng_state()))
-        (tmp / "state.json").write_text(json.dumps({"step": step}))
-    with atomic_file(ckpt_root / "latest") as latest_tmp:
-        latest_tmp.write_text(final.name)
-    for old in sorted(ckpt_root.glob("step_*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = out_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = out_dir / "checkpoints" / pointer.read_text().strip()
-    return path if path.is_dir() else None
-
-
-def load_checkpoint(path: Path, model: DistillationModel, opt, sched) -> int:
-    """Restore model, optimizer, scheduler and RNG state; return the number of finished steps."""
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    states = torch.load(path / "optimizer.pt", weights_only=True)
-    opt.load_state_dict(states["optimizer"])
-    sched.load_state_dict(states["scheduler"])
-    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
-    _set_host_rng_state(json.loads((path / "rng.json").read_text()))
-    return int(json.loads((path / "state.json").read_text())["step"])
-
-
-def load_init_weights(path: Path, model: DistillationModel) -> None:
-    """Warm start: the model weights of a pretraining checkpoint folder (shapes must match the config)."""
-    from safetensors.torch import load_file
-
-    file = path / "model.safetensors"
-    if not file.is_file():
-        raise FileNotFoundError(f"init_from: {file} not found (expected a pretraining checkpoint folder, "
-                                f"e.g. RUN/checkpoints/step_0001500)")
-    try:
-        model.load_state_dict(load_file(str(file)))
-    except RuntimeError as e:
-        raise ValueError(f"init_from {path}: the weights do not fit this config's encoder/teachers: {e}") from None
-
-
-def _host_rng_state() -> dict:
-    """Python's and numpy's global RNG states as JSON-able lists."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
-
-
-def _set_host_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-# ============================================================================ logs
-def read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_loss_curve(log: list[dict], png: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not log:
-        return
-    steps = [r["step"] for r in log]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r["loss"] for r in log], label="total", lw=1.5)
-    for key in sorted({k for r in log for k in r if k.endswith("/cos")}):
-        ax.plot([r["step"] for r in log if key in r], [r[key] for r in log if key in r], label=key, lw=0.8, alpha=0.8)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
 
 
 # ============================================================================ training

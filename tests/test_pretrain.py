@@ -142,7 +142,7 @@ def test_host_rng_state_round_trips_through_json():
 
     import numpy as np
 
-    from encoder.pretrain import _host_rng_state, _set_host_rng_state
+    from encoder.pretrain_state import _host_rng_state, _set_host_rng_state
 
     random.seed(3)
     np.random.seed(4)
