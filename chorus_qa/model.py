@@ -151,7 +151,7 @@ class ChorusQAModel(nn.Module):
         self._prefix_cache: dict[bool, list[int]] = {}
         if config.object_names:
             self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
-        if config.color_names:
+        if config.color_names or config.color_tokens:
             self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
 
     def class_name_embeddings(self) -> Tensor:
@@ -218,7 +218,7 @@ class ChorusQAModel(nn.Module):
     def _system_message(self, blind: bool) -> dict:
         text = self.config.system_prompt
         if not blind:
-            text = text + "\n" + SCENE_TOKEN * self.config.num_scene_tokens
+            text = text + "\n" + SCENE_TOKEN * self.config.num_placeholders
         return {"role": "system", "content": text}
 
     def _encode(self, text: str) -> list[int]:
@@ -228,7 +228,7 @@ class ChorusQAModel(nn.Module):
         """Token ids of the shared prefix (system prompt + K placeholders unless blind)."""
         if blind not in self._prefix_cache:
             ids = self._encode(self._render([self._system_message(blind)]))
-            expected = 0 if blind else self.config.num_scene_tokens
+            expected = 0 if blind else self.config.num_placeholders
             found = ids.count(self.scene_token_id)
             if found != expected:
                 raise ValueError(f"the rendered prefix has {found} {SCENE_TOKEN} tokens, expected {expected}: "
@@ -326,12 +326,16 @@ class ChorusQAModel(nn.Module):
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
-        embedding of each object token when ``config.object_names``."""
+        embedding of each object token when ``config.object_names``. With ``config.color_tokens`` each object token is
+        followed by its colour word's plain embedding: [B, 2K, H] as (object 1, colour 1, object 2, colour 2, ...)."""
         embeds = self.projector(torch.stack([self.scene_tokenizer.embed_pooled(p)[0] for p in pooled]))
         if self.config.object_names:
             embeds = embeds + self._lookup(self.name_embeds, [p.labels for p in pooled], "object_names", "class labels (pool them with labels=...)").to(embeds.dtype)
         if self.config.color_names:
             embeds = embeds + self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_names", "colour ids").to(embeds.dtype)
+        if self.config.color_tokens:
+            words = self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_tokens", "colour ids").to(embeds.dtype)
+            embeds = torch.stack([embeds, words], 2).flatten(1, 2)
         return embeds
 
     def _lookup(self, table: Tensor, ids: Sequence[Tensor | None], option: str, what: str) -> Tensor:

@@ -55,6 +55,8 @@ class QAModelConfig:
     color_names: bool = False            # "objects" pooling: also add the embedding of the segment's basic colour term
                                          # (majority of its Gaussians' nearest colour names; scene_tokens.basic_color_ids);
                                          # measured worse than names alone (README), kept for ablations
+    color_tokens: bool = False           # "objects" pooling: follow each object token with a second token, the plain
+                                         # embedding of its basic colour term, so the LLM reads it as a word (2K positions)
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -74,9 +76,17 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None or self.object_names or self.color_names:
-            raise ValueError(f"QAModelConfig.segments / object_names / color_names are set but pooling is {self.pooling!r}; "
+        elif self.segments is not None or self.object_names or self.color_names or self.color_tokens:
+            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
+        if self.color_names and self.color_tokens:
+            raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
+                             "(colour word as its own token) are alternatives; set one")
+
+    @property
+    def num_placeholders(self) -> int:
+        """``<scene>`` positions in the prompt: K object / cell tokens, twice that with ``color_tokens``."""
+        return self.num_scene_tokens * (2 if self.color_tokens else 1)
 
     def segment_config(self):
         from .segments import SegmentConfig

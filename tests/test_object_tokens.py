@@ -263,3 +263,41 @@ def test_color_names_vote_per_segment_and_add_the_colour_word():
     assert torch.allclose(got, (words + colours).to(got.dtype), atol=1e-6) and not got[3].any()
     with pytest.raises(ValueError, match="colour"):
         model.pooled_embeddings([dataclasses.replace(pooled, color_ids=None)])
+
+
+def test_color_tokens_follow_each_object_token_as_a_plain_colour_word():
+    from chorus_qa.scene_tokens import basic_color_names
+
+    names = basic_color_names()
+    f, m, s, c = three_objects()  # segments 5 / 2 / 9 are red / green / blue
+    with pytest.raises(ValueError, match="alternatives"):
+        QAModelConfig(feature_dim=FEAT, num_scene_tokens=4, pooling="objects", segments={"source": "gt"},
+                      color_names=True, color_tokens=True)
+    with pytest.raises(ValueError, match="color_tokens"):
+        QAModelConfig(feature_dim=FEAT, color_tokens=True)
+    cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+                        segments={"source": "gt"}, object_names=True, color_tokens=True, lora={"r": 4, "alpha": 8})
+    assert cfg.num_placeholders == 8
+    model = ChorusQAModel.build(cfg).eval()
+    assert model.prefix_ids().count(model.scene_token_id) == 8 and model.prefix_ids(blind=True).count(model.scene_token_id) == 0
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+    with torch.no_grad():
+        got = model.pooled_embeddings([pooled])[0]
+        objects = model.projector(model.scene_tokenizer.embed_pooled(pooled)[0])
+    assert got.shape == (8, model.causal_lm.config.hidden_size)
+    none = model.name_embeds.shape[0] - 1
+    assert torch.allclose(got[0::2], objects + model.name_embeds[torch.tensor([5, 9, none, none])], atol=1e-6)
+    # odd positions are exactly the colour words (the LLM's own embeddings); the empty slot's colour is zero
+    emb = model.causal_lm.get_input_embeddings().weight
+    red = emb[model.tokenizer(" red", add_special_tokens=False)["input_ids"]].float().mean(0)
+    assert torch.allclose(got[1].float(), red, atol=1e-6)
+    want = model.color_embeds[torch.tensor([names.index(n) for n in ("red", "green", "blue")] + [len(names)])]
+    assert torch.equal(got[1::2], want.to(got.dtype)) and not got[7].any()
+    # the full prompt takes all 2K tokens: a forward pass over one pooled scene runs and trains the projector
+    from chorus_qa.model import QABatch
+
+    batch = QABatch(None, None, None, questions=["what color is the chair?"], answers=["red"], pooled=[pooled])
+    model.train()
+    model(batch).backward()
+    assert model.projector[-1].weight.grad is not None
