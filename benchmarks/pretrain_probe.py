@@ -12,6 +12,9 @@ Stages (each skipped when its output exists, so the script resumes):
            (b) linear probe on frozen per-Gaussian encoder features (trained on the
                train rooms' labels) -> mIoU;
          plus the teacher ceiling: zero-shot on the lifted caption targets of the train rooms.
+  ceiling  linear probe on each teacher's lifted targets (and all of them concatenated): what a perfect
+         student of that teacher would score. Only train rooms are lifted, so it fits on the first 3/4
+         of them and scores the last 1/4 (not the held-out rooms of eval).
   measure  one fwd+bwd step at 1 vs 2 threads (speed + run-to-run agreement) and under bf16 autocast.
 
 Writes benchmarks/results/pretrain_probe.json and .md.
@@ -212,6 +215,52 @@ def stage_eval(args, data_dir: Path) -> dict:
     return out
 
 
+def lifted_rows(scene, teachers) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each teacher's lifted target [M, D_t] on the M Gaussians every teacher reached, and their labels [M]."""
+    common = None
+    for t in teachers:
+        seen = torch.zeros(len(scene), dtype=torch.bool)
+        seen[scene.features[t][1].long()] = True
+        common = seen if common is None else common & seen
+    keep = torch.nonzero(common).squeeze(1)
+    rows = []
+    for t in teachers:
+        target, index = scene.features[t]
+        row_of = torch.full((len(scene),), -1, dtype=torch.long)
+        row_of[index.long()] = torch.arange(len(index))
+        rows.append(target[row_of[keep]].float())
+    return rows, scene.semantic[keep].long()
+
+
+def stage_ceiling(args, data_dir: Path) -> dict:
+    """Linear-probe mIoU of the lifted teacher targets themselves (fit on 3/4 of the train rooms, scored on the rest)."""
+    from data import load_scene
+    from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
+
+    class_names = json.loads((data_dir / "classes.json").read_text())["class_names"]
+    ids = read_split(data_dir, "train")
+    scenes = [load_scene(data_dir / "scenes" / i) for i in ids]
+    teachers = sorted(set.intersection(*(set(s.features) for s in scenes)))
+    if not teachers:
+        raise ValueError(f"ceiling: the train rooms of {data_dir} share no lifted teacher (run the lift stage)")
+    rows = [lifted_rows(s, teachers) for s in scenes]
+    cut = (3 * len(rows)) // 4
+    gen = torch.Generator().manual_seed(args.seed)
+    out = {"teachers": teachers, "fit_rooms": cut, "scored_rooms": len(rows) - cut}
+    for name, cols in [(t, [k]) for k, t in enumerate(teachers)] + [("all", list(range(len(teachers))))]:
+        xs, ys = [], []
+        for feats, y in rows[:cut]:
+            pick = torch.randperm(len(y), generator=gen)[: args.probe_points]
+            xs.append(torch.cat([feats[c] for c in cols], 1)[pick])
+            ys.append(y[pick])
+        probe = train_linear_probe(torch.cat(xs), torch.cat(ys), len(class_names), LinearProbeConfig(epochs=20, seed=args.seed))
+        m = evaluate_probe(probe, [torch.cat([f[c] for c in cols], 1) for f, _ in rows[cut:]], [y for _, y in rows[cut:]],
+                           len(class_names), class_names)
+        out[name] = {k: m[k] for k in ("miou", "macc", "allacc")}
+        print("ceiling", name, json.dumps(out[name]), flush=True)
+    return out
+
+
 def stage_measure(args, data_dir: Path) -> dict:
     """fwd+bwd of the small encoder on one cropped room: 1 vs 2 threads, agreement, bf16 autocast."""
     from data import load_scene
@@ -265,6 +314,14 @@ def markdown(res: dict) -> str:
     if "teacher_ceiling_train_rooms" in ev:
         c = ev["teacher_ceiling_train_rooms"]
         lines.append(f"| lifted teacher targets (train rooms, ceiling) | {100 * c['miou']:.1f} | {100 * c['f_miou']:.1f} | - | - |")
+    ceil = res.get("teacher_probe_ceiling")
+    if ceil:
+        lines += ["", f"Linear probe on the lifted teacher targets themselves (fit on {ceil['fit_rooms']} train rooms, scored on the "
+                  f"other {ceil['scored_rooms']}; held-out rooms are not lifted): the most a perfect student of each teacher "
+                  "would give the probe.", "", "| teacher targets | linear-probe mIoU | mAcc | overall acc |", "|---|---|---|---|"]
+        for name in ceil["teachers"] + ["all"]:
+            m = ceil[name]
+            lines.append(f"| {name if name != 'all' else 'all, concatenated'} | {100 * m['miou']:.1f} | {100 * m['macc']:.1f} | {100 * m['allacc']:.1f} |")
     lines += ["", f"Reproduce: `{res['command']}`", ""]
     return "\n".join(lines)
 
@@ -285,7 +342,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--max-points", type=int, default=12000, help="training crop per room")
     p.add_argument("--probe-points", type=int, default=4000, help="labelled Gaussians per train room for the linear probe")
-    p.add_argument("--stages", default="data,lift,train,eval,measure")
+    p.add_argument("--stages", default="data,lift,train,eval,ceiling,measure")
     p.add_argument("--out", type=Path, default=RESULTS / "pretrain_probe.json")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="generated + lifted rooms of another run (default WORK/synth), e.g. to warm-start on the same rooms")
@@ -298,9 +355,12 @@ def main(argv=None) -> int:
     data_dir = args.data_dir.resolve() if args.data_dir else args.work / "synth"
     stages = set(args.stages.split(","))
     res = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    res.update({"num_scenes": args.scenes if not (data_dir / "splits").is_dir() else
+    command = "python benchmarks/pretrain_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {"num_scenes": args.scenes if not (data_dir / "splits").is_dir() else
                 sum(len(read_split(data_dir, k)) for k in ("train", "val", "test")), "density": args.density, "views": args.views, "mask_views": args.mask_views, "lift_size": [args.lift_width, args.lift_height], "steps": args.steps,
-                "max_points": args.max_points, "command": "python benchmarks/pretrain_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])})
+                "max_points": args.max_points, "command": command}
+    if stages & {"data", "lift", "train", "eval"} or "command" not in res:
+        res.update(meta)  # a later ceiling / measure pass keeps the settings and command that made the run
     if "data" in stages:
         stage_data(args, data_dir)
     if "lift" in stages:
@@ -309,6 +369,9 @@ def main(argv=None) -> int:
         res["train"] = stage_train(args, data_dir)
     if "eval" in stages:
         res["eval"] = stage_eval(args, data_dir)
+    if "ceiling" in stages:
+        res["teacher_probe_ceiling"] = stage_ceiling(args, data_dir)
+        res["teacher_probe_ceiling"]["command"] = command
     if "measure" in stages:
         res["measure"] = stage_measure(args, data_dir)
     args.out.parent.mkdir(parents=True, exist_ok=True)

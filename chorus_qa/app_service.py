@@ -208,7 +208,7 @@ def load_models(config: AppConfig) -> LoadedModels:
     llm = model.config.llm
     description = (f"**Checkpoint** `{config.checkpoint}` · LLM `{llm}` · encoder "
                    f"`{folders.encoder if folders.encoder else 'raw Gaussian attributes'}` · "
-                   f"{model.config.num_scene_tokens} scene tokens · search "
+                   f"{model.config.num_placeholders} scene tokens · search "
                    f"{'on (' + search.teacher_name + ' head)' if search else 'off'}")
     return LoadedModels(session, search, folders, feature_cache, description, notes)
 

@@ -110,3 +110,20 @@ def test_full_finetune_learns_a_toy_room_and_trains_the_encoder():
     assert np.mean([r["loss"] for r in log[-5:]]) < 0.5 * np.mean([r["loss"] for r in log[:5]])
     assert (predict(model, scene) == labels).float().mean() > 0.9
     assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+
+
+def test_teacher_ceiling_rows_align_each_teacher_on_the_gaussians_all_of_them_reached():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_probe.py"
+    spec = importlib.util.spec_from_file_location("pretrain_probe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # teacher a reached Gaussians 0, 1, 3 (in that row order), teacher b reached 4, 3, 1: both reached 1 and 3
+    a = (torch.tensor([[10.0], [11.0], [13.0]]), torch.tensor([0, 1, 3]))
+    b = (torch.tensor([[24.0, 0], [23.0, 0], [21.0, 0]]), torch.tensor([4, 3, 1]))
+    scene = type("S", (), {"features": {"a": a, "b": b}, "semantic": torch.tensor([5, 6, 7, 8, 9]), "__len__": lambda self: 5})()
+    rows, labels = mod.lifted_rows(scene, ["a", "b"])
+    assert labels.tolist() == [6, 8]
+    assert rows[0][:, 0].tolist() == [11.0, 13.0] and rows[1][:, 0].tolist() == [21.0, 23.0]
