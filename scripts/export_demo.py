@@ -89,8 +89,13 @@ def token_summary(qa_cfg: dict) -> str:
     if pooling == "objects":
         source = (qa_cfg.get("segments") or {}).get("source", "zero-shot")
         how = "zero-shot labels of the language head split into connected parts" if source == "zero-shot" else f"{source} segments"
+        segs = qa_cfg.get("segments") or {}
+        if "min_points" in segs:
+            how += f" (segments of at least {segs['min_points']} Gaussians)"
         names = " plus the LLM's own embedding of the segment's class name" if qa_cfg.get("object_names") else ""
-        return f"up to {k} object tokens, one per segment: {how}{names}"
+        colours = (", each followed by a token that is the word embedding of its basic colour term"
+                   if qa_cfg.get("color_tokens") else "")
+        return f"up to {k} object tokens, one per segment: {how}{names}{colours}"
     return f"{k} {pooling}-pooled tokens"
 
 
