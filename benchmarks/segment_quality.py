@@ -8,6 +8,8 @@ needed), with the checkpoint's encoder and language head (``chorus_qa.segments``
 
 - segments a room (against ground-truth objects a room);
 - object recall: the share of ground-truth objects whose best-overlapping segment has IoU >= 0.5 / 0.25;
+- per class: the share of ground-truth objects of that class that one of the ``--tokens`` largest segments
+  overlaps with IoU >= 0.25 (whether the object has a token at all), to see which classes a threshold drops;
 - token counting: for each counting question ("how many X"), the number of the 64 largest segments whose
   majority class is X, exactly right / within one of the answer. This is what the object tokens offer the LLM
   for counting, before it learns anything.
@@ -44,6 +46,24 @@ def best_iou(instance: torch.Tensor, segments: torch.Tensor) -> list[float]:
         return [0.0] * len(obj_ids)
     iou = inter / (obj_size[:, None] + seg_size[None, :] - inter)
     return iou.max(1).values.tolist()
+
+
+def largest_segments(segments: torch.Tensor, k: int) -> torch.Tensor:
+    """``segments`` with every segment but the ``k`` largest set to -1 (the ones ``pool_objects`` keeps)."""
+    ids, inverse, counts = torch.unique(segments[segments >= 0], return_inverse=True, return_counts=True)
+    keep = torch.zeros(len(ids), dtype=torch.bool)
+    keep[torch.sort(counts, descending=True, stable=True).indices[:k]] = True
+    out = torch.full_like(segments, -1)
+    out[segments >= 0] = torch.where(keep[inverse], segments[segments >= 0], -1)
+    return out
+
+
+def object_classes(instance: torch.Tensor, semantic: torch.Tensor) -> list[int]:
+    """Majority semantic class of each ground-truth object, in ``best_iou``'s order (sorted instance ids)."""
+    from chorus_qa.scene_tokens import group_majority
+
+    obj_ids, obj_inv = torch.unique(instance[instance >= 0], return_inverse=True)
+    return group_majority(semantic[instance >= 0].long(), obj_inv, len(obj_ids)).tolist()
 
 
 def token_counts(labels: torch.Tensor, segments: torch.Tensor, k: int = 64) -> dict[int, int]:
@@ -97,6 +117,8 @@ def main(argv=None) -> int:
             counting[e.scene_id].append((names.index(e.object_names[0]), int(e.answers[0])))
 
     settings = [(r, m) for r in args.radius for m in args.min_points]
+    class_names = json.loads((Path(args.data) / "classes.json").read_text())["class_names"]
+    per_class_hits = {s: defaultdict(lambda: [0, 0]) for s in settings}
     acc = {s: {"segments": 0, "objects": 0, "iou50": 0, "iou25": 0, "count_exact": 0, "count_within1": 0, "questions": 0}
            for s in settings}
     seg_cfg = segmenter.cfg
@@ -114,6 +136,11 @@ def main(argv=None) -> int:
             a["objects"] += len(ious)
             a["iou50"] += sum(v >= 0.5 for v in ious)
             a["iou25"] += sum(v >= 0.25 for v in ious)
+            classes = object_classes(scene.instance.long(), scene.semantic)
+            for cls, v in zip(classes, best_iou(scene.instance.long(), largest_segments(seg, args.tokens))):
+                hit = per_class_hits[radius, min_points][class_names[cls] if 0 <= cls < len(class_names) else "?"]
+                hit[0] += v >= 0.25
+                hit[1] += 1
             per_class = token_counts(labels, seg, args.tokens)
             for cls, truth in counting[sid]:
                 a["questions"] += 1
@@ -127,7 +154,8 @@ def main(argv=None) -> int:
                      "objects_per_room": round(a["objects"] / len(rooms), 1),
                      "recall_iou50": round(a["iou50"] / a["objects"], 4), "recall_iou25": round(a["iou25"] / a["objects"], 4),
                      "token_count_exact": round(a["count_exact"] / n_q, 4),
-                     "token_count_within1": round(a["count_within1"] / n_q, 4), "counting_questions": a["questions"]})
+                     "token_count_within1": round(a["count_within1"] / n_q, 4), "counting_questions": a["questions"],
+                     "class_has_token_iou25": {c: [round(h / n, 4), n] for c, (h, n) in sorted(per_class_hits[radius, min_points].items())}})
     result = {"data": args.data, "checkpoint": str(ckpt), "rooms": len(rooms), "tokens": args.tokens,
               "knn_k": seg_cfg.knn_k, "settings": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
