@@ -438,6 +438,11 @@ class ChorusAppService:
         if self.models is not None:
             self._encode(opened, report)
             status += f" · encoded in {opened.encode_seconds:.1f} s" if opened.encode_seconds else " · encoded (cached)"
+            current = self.models.session.scene
+            if current is not None and current.objects:  # the object tokens, as words: what the LLM is told
+                from .session import inventory
+
+                status += f"  \nThe model sees {inventory(current.objects)}"
         else:
             status += " · not encoded (no model loaded)"
         report(1.0, "ready")

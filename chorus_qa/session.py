@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from .feature_cache import RAW_FEATURES, FeatureCache, raw_gaussian_features
 from .model import ChorusQAModel, SceneContext
+from .scene_tokens import PooledScene, basic_color_names, pool_scene
 
 ProgressFn = Callable[[float, str], None]  # progress(fraction in [0, 1], description)
 
@@ -34,11 +36,47 @@ def scene_fingerprint(scene) -> str:
 
 
 @dataclass
+class SceneObject:
+    """One object token as the LLM sees it: its segment's class name, colour word and box centre."""
+
+    name: str | None                      # majority class of the segment (None: no class)
+    color: str | None                     # basic colour term of the segment (None: not given to the model)
+    centre: tuple[float, float, float]    # box centre in metres
+    gaussians: int                        # Gaussians in the segment (after the tokenizer's subsampling)
+
+
+@dataclass
 class EncodedScene:
     key: str
     features: Tensor          # [N, C] per-Gaussian features
     means: Tensor             # [N, 3]
     context: SceneContext     # prefix KV cache (system prompt + scene tokens)
+    objects: list[SceneObject] = field(default_factory=list)  # "objects" pooling: the object tokens, largest first
+
+
+def scene_objects(pooled: PooledScene, class_names: list[str] | None, with_colors: bool) -> list[SceneObject]:
+    """The non-empty object slots of an inference pooling, largest first (``pool_objects``' order)."""
+    colors = basic_color_names()
+    out = []
+    count = pooled.geometry[:, 6].expm1().round().long()  # geometry column 6 is log1p(Gaussian count)
+    for k in range(len(count)):
+        if int(count[k]) <= 0:
+            continue
+        label = -1 if pooled.labels is None else int(pooled.labels[k])
+        name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else None
+        cid = -1 if pooled.color_ids is None else int(pooled.color_ids[k])
+        color = colors[cid] if with_colors and 0 <= cid < len(colors) else None
+        out.append(SceneObject(name, color, tuple(round(float(v), 3) for v in pooled.centres[k]), int(count[k])))
+    return out
+
+
+def inventory(objects: list[SceneObject]) -> str:
+    """A one-line summary of object tokens, e.g. "3 objects: red chair x2, white lamp" (unnamed ones as "object")."""
+    if not objects:
+        return "no objects"
+    groups = Counter(" ".join(w for w in (o.color, o.name or "object") if w) for o in objects)
+    parts = [f"{what} x{n}" if n > 1 else what for what, n in groups.most_common()]
+    return f"{len(objects)} object{'s' if len(objects) != 1 else ''}: " + ", ".join(parts)
 
 
 @dataclass
@@ -67,6 +105,11 @@ class ChatSession:
                              "(chorus_qa.segments.make_segmenter)")
         self.model = model.eval()
         self.segmenter = segmenter
+        self.class_names = None  # names of the segment labels ("objects" pooling), for EncodedScene.objects
+        if model.config.pooling == "objects":
+            from encoder.label_sets import get_label_set
+
+            self.class_names = list(get_label_set(model.config.segment_config().label_set))
         self.encoder_predictor = encoder_predictor
         self.feature_cache = feature_cache
         self.max_cached_scenes = max_cached_scenes
@@ -106,13 +149,19 @@ class ChatSession:
                 features = features.to(torch.float16)
                 if self.feature_cache is not None:
                     self.feature_cache.save(key, features, means)
-            extra = {}
-            if self.segmenter is not None:
+            objects = []
+            if self.segmenter is not None and self.model.config.pooling == "objects":
                 report(0.6, "segmenting objects")
                 extra = self.segmenter.object_inputs(scene, features)
-            report(0.7, "building scene tokens")
-            context = self.model.prepare_scene(features.float(), means, **extra)
-            encoded = EncodedScene(key, features, means, context)
+                report(0.7, "building scene tokens")
+                pooled = pool_scene(features.float(), means.float(), self.model.scene_tokenizer.config, **extra)
+                context = self.model.prepare_pooled(pooled)  # = prepare_scene for the inference pooling
+                cfg = self.model.config
+                objects = scene_objects(pooled, self.class_names, cfg.color_tokens or cfg.color_names)
+            else:
+                report(0.7, "building scene tokens")
+                context = self.model.prepare_scene(features.float(), means)
+            encoded = EncodedScene(key, features, means, context, objects)
             self._scenes[key] = encoded
             while len(self._scenes) > self.max_cached_scenes:
                 self._scenes.pop(next(iter(self._scenes)))

@@ -169,6 +169,28 @@ def test_chat_session_segments_scenes_for_an_objects_model():
     # the session stores features as float16, as the feature cache does
     expected = model.generate(model.prepare_scene(f.half().float(), m, s, c), [q], max_new_tokens=4)[0]
     assert session.answer(q, max_new_tokens=4) == expected
+    # the session lists the object tokens the LLM sees: the three segments, largest first, no classes or colours here
+    objects = session.scene.objects
+    assert [o.gaussians for o in objects] == sorted([int((s == i).sum()) for i in (5, 2, 9)], reverse=True)
+    assert all(o.name is None and o.color is None for o in objects)
+    assert torch.allclose(torch.tensor([o.centre for o in objects]), pool_scene(f, m, objects_cfg(k=4), segments=s, colors=c).centres[:3], atol=1e-3)
+
+
+def test_scene_inventory_names_each_object_token_by_class_and_colour():
+    from chorus_qa.scene_tokens import basic_color_names
+    from chorus_qa.session import inventory, scene_objects
+
+    f, m, s, c = three_objects()  # segments 5 / 2 / 9 are red / green / blue
+    labels = torch.where(s == 5, 1, torch.where(s == 2, 1, torch.where(s == 9, 0, -1)))
+    pooled = pool_scene(f, m, objects_cfg(k=5), segments=s, colors=c, labels=labels)
+    objects = scene_objects(pooled, ["lamp", "chair"], with_colors=True)
+    assert len(objects) == 3 and [o.name for o in objects] == ["chair", "chair", "lamp"]
+    assert [o.color for o in objects] == [basic_color_names()[int(i)] for i in pooled.color_ids[:3]]
+    assert [o.color for o in scene_objects(pooled, ["lamp", "chair"], with_colors=False)] == [None] * 3
+    objects[1].color = objects[0].color
+    text = inventory(objects)
+    assert text.startswith("3 objects: ") and f"{objects[0].color} chair x2" in text and text.endswith(f"{objects[2].color} lamp")
+    assert inventory([]) == "no objects"
 
 
 def test_object_labels_are_segment_majorities():
