@@ -71,14 +71,9 @@ def token_counts(labels: torch.Tensor, segments: torch.Tensor, k: int = 64) -> d
     ``pool_objects`` at inference keeps the same segments and gives them the same majority labels)."""
     from chorus_qa.scene_tokens import group_majority
 
-    ids, inverse, counts = torch.unique(segments[segments >= 0], return_inverse=True, return_counts=True)
-    order = torch.sort(counts, descending=True, stable=True).indices[:k]
-    slot = torch.full((len(ids),), -1, dtype=torch.long)
-    slot[order] = torch.arange(len(order))
-    assign = slot[inverse]
-    kept = assign >= 0
-    majority = group_majority(labels[segments >= 0][kept], assign[kept], len(order))
-    return dict(Counter(majority.tolist()))
+    kept = largest_segments(segments, k)
+    ids, assign = torch.unique(kept[kept >= 0], return_inverse=True)
+    return dict(Counter(group_majority(labels[kept >= 0], assign, len(ids)).tolist()))
 
 
 def main(argv=None) -> int:
@@ -128,6 +123,7 @@ def main(argv=None) -> int:
             raise ValueError(f"{sid}: no ground-truth instances (instance.npy)")
         features, _ = source(scene)
         labels = segmenter.labels(features)
+        classes = object_classes(scene.instance.long(), scene.semantic)
         for radius, min_points in settings:
             seg = label_segments(scene.means, labels, seg_cfg.knn_k, radius, min_points)
             a = acc[radius, min_points]
@@ -136,7 +132,6 @@ def main(argv=None) -> int:
             a["objects"] += len(ious)
             a["iou50"] += sum(v >= 0.5 for v in ious)
             a["iou25"] += sum(v >= 0.25 for v in ious)
-            classes = object_classes(scene.instance.long(), scene.semantic)
             for cls, v in zip(classes, best_iou(scene.instance.long(), largest_segments(seg, args.tokens))):
                 hit = per_class_hits[radius, min_points][class_names[cls] if 0 <= cls < len(class_names) else "?"]
                 hit[0] += v >= 0.25
