@@ -151,7 +151,7 @@ class ChorusQAModel(nn.Module):
         self._prefix_cache: dict[bool, list[int]] = {}
         if config.object_names:
             self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
-        if config.color_names or config.color_tokens:
+        if config.color_words:
             self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
 
     def class_name_embeddings(self) -> Tensor:

@@ -76,12 +76,17 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None or self.object_names or self.color_names or self.color_tokens:
+        elif self.segments is not None or self.object_names or self.color_words:
             raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
         if self.color_names and self.color_tokens:
             raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
                              "(colour word as its own token) are alternatives; set one")
+
+    @property
+    def color_words(self) -> bool:
+        """The model reads each object's colour word (summed in, ``color_names``, or as its own token, ``color_tokens``)."""
+        return self.color_names or self.color_tokens
 
     @property
     def num_placeholders(self) -> int:

@@ -156,8 +156,7 @@ class ChatSession:
                 report(0.7, "building scene tokens")
                 pooled = pool_scene(features.float(), means.float(), self.model.scene_tokenizer.config, **extra)
                 context = self.model.prepare_pooled(pooled)  # = prepare_scene for the inference pooling
-                cfg = self.model.config
-                objects = scene_objects(pooled, self.class_names, cfg.color_tokens or cfg.color_names)
+                objects = scene_objects(pooled, self.class_names, self.model.config.color_words)
             else:
                 report(0.7, "building scene tokens")
                 context = self.model.prepare_scene(features.float(), means)

@@ -296,7 +296,7 @@ def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: 
 
         segmenter = make_segmenter(model_cfg, source.encoder_ref)
         return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter,
-                                need=("labels",) * model_cfg.object_names + ("color_ids",) * (model_cfg.color_names or model_cfg.color_tokens))
+                                need=("labels",) * model_cfg.object_names + ("color_ids",) * model_cfg.color_words)
     return SceneStore(cfg, source)
 
 
