@@ -57,6 +57,8 @@ class QAModelConfig:
                                          # measured worse than names alone (README), kept for ablations
     color_tokens: bool = False           # "objects" pooling: follow each object token with a second token, the plain
                                          # embedding of its basic colour term, so the LLM reads it as a word (2K positions)
+    relation_layers: int = 0             # spatial relation layers (chorus_qa.relations): tokens attend to each other with
+                                         # a learned bias from their pairwise offsets before the projector; 0 = none
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -100,7 +102,8 @@ class QAModelConfig:
 
     def scene_tokenizer_config(self) -> SceneTokenizerConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
-                                    pooling=self.pooling, num_neighbors=self.num_neighbors, max_points=max(self.max_points, self.num_scene_tokens))
+                                    pooling=self.pooling, num_neighbors=self.num_neighbors,
+                                    relation_layers=self.relation_layers, max_points=max(self.max_points, self.num_scene_tokens))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

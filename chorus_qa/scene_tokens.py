@@ -27,7 +27,9 @@ For one scene with N Gaussians (features [N, C], means [N, 3]):
      its position is the bounding-box centre. Unused slots are all zeros.
      This is how object-centric 3D LLMs (Chat-Scene, LEO) present a scene: an
      object's evidence sits in one token instead of being split over cells;
-5. a learned 3D Fourier encoding of the (centre or segment) position is added.
+5. a learned 3D Fourier encoding of the (centre or segment) position is added;
+6. optionally (``relation_layers``), spatial relation layers let the tokens attend to each other with a learned
+   bias from their pairwise offsets (``chorus_qa.relations``).
 
 Output: tokens [K, D_tok] and centres [K, 3] (metres) per scene.
 """
@@ -39,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from .relations import SpatialRelationEncoder
 
 
 POOLINGS = ("cell", "knn", "objects")
@@ -58,12 +62,19 @@ class SceneTokenizerConfig:
     num_frequencies: int = 16    # learned Fourier frequencies of the centre position encoding
     fourier_sigma: float = 2.0   # std of the initial frequencies (cycles per normalised unit)
     seed: int = 0                # subsampling seed at inference
+    relation_layers: int = 0     # spatial relation layers over the tokens (chorus_qa.relations); 0 = none
+    relation_heads: int = 4
 
     def __post_init__(self):
         for name in ("in_dim", "num_tokens", "token_dim", "num_neighbors", "max_points", "num_frequencies"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SceneTokenizerConfig.{name} = {value!r}: expected a positive integer")
+        if not isinstance(self.relation_layers, int) or self.relation_layers < 0:
+            raise ValueError(f"SceneTokenizerConfig.relation_layers = {self.relation_layers!r}: expected an integer >= 0")
+        if self.relation_layers and (self.relation_heads <= 0 or self.token_dim % self.relation_heads):
+            raise ValueError(f"SceneTokenizerConfig.relation_heads = {self.relation_heads}: expected a positive divisor "
+                             f"of token_dim ({self.token_dim})")
         if self.max_points < self.num_tokens:
             raise ValueError(f"SceneTokenizerConfig.max_points = {self.max_points}: expected >= num_tokens ({self.num_tokens})")
         if self.pooling not in POOLINGS:
@@ -380,6 +391,12 @@ class SceneTokenizer(nn.Module):
             self.pool_mix = nn.Sequential(nn.GELU(), nn.Linear(2 * d, d))
         self.position_encoding = FourierPositionEncoding(config.num_frequencies, d, config.fourier_sigma)
         self.out_norm = nn.LayerNorm(d)
+        self.relations = (SpatialRelationEncoder(d, config.relation_layers, config.relation_heads)
+                          if config.relation_layers else None)
+
+    def relate(self, tokens: Tensor, centres: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The spatial relation layers (identity without them): tokens [K, D_tok], centres [K, 3] metres, valid [K]."""
+        return tokens if self.relations is None else self.relations(tokens, centres.to(tokens.device), valid)
 
     def tokenize_one(self, features: Tensor, means: Tensor, segments: Tensor | None = None,
                      colors: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -401,7 +418,8 @@ class SceneTokenizer(nn.Module):
         hidden = nn.functional.gelu(self.feature_in(self.feature_norm(feats)) + self.offset_in(offsets.to(dtype)))
         pooled = self.pool_mix(torch.cat([hidden.mean(1), hidden.amax(1)], -1))
         tokens = self.out_norm(pooled + self.position_encoding(centre_pos.to(dtype)))
-        return tokens, means[kept[centre_idx]]
+        centres = means[kept[centre_idx]]
+        return self.relate(tokens, centres), centres
 
     def embed_pooled(self, pooled: PooledScene) -> tuple[Tensor, Tensor]:
         """The learned half of cell / object tokenization: PooledScene -> tokens [K, D_tok], centres [K, 3] (metres)."""
@@ -416,7 +434,9 @@ class SceneTokenizer(nn.Module):
         dtype, device = weight.dtype, weight.device
         hidden = self.feature_in(pooled.cells.to(device, dtype)) + self.offset_in(pooled.geometry.to(device, dtype))
         tokens = self.out_norm(self.pool_mix(hidden) + self.position_encoding(pooled.positions.to(device, dtype)))
-        return tokens, pooled.centres.to(device)
+        centres = pooled.centres.to(device)
+        valid = pooled.geometry.abs().sum(-1).to(device) > 0  # empty object slots are all zeros
+        return self.relate(tokens, centres, valid), centres
 
     def forward(self, features: Tensor, means: Tensor, offset: Tensor | None = None, segments: Tensor | None = None,
                 colors: Tensor | None = None) -> tuple[Tensor, Tensor]:
