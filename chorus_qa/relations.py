@@ -13,7 +13,13 @@ any distance, and write what it found into the object's own token ("near the doo
 
 Each layer is pre-norm attention + MLP with residuals whose output projections start at zero, so a model with
 relation layers starts as exactly the model without them. Empty slots (no segment) neither attend nor are
-attended to and pass through unchanged. Cheap: K = 32 tokens, two layers, ~0.9M parameters.
+attended to and pass through unchanged. Cheap: K = 32 tokens, two layers of width 256, ~1.1M parameters.
+
+Measured, not adopted (README; section ``relation_layers`` of ``benchmarks/results/qa_ablation.json``): two layers
+on release C's recipe score -6.3 +- 0.7 EM@1 against it. Left/right and situated-turn questions gain ~5 points,
+but the projector's residual grows to 1.26x the class-name word it is added to (C: 0.46x;
+``benchmarks/token_norms.py``) and drowns the names: colour -24, room type -19, counting -12. A next version
+should keep the relation output out of the name-carrying token (its own token, or a bounded gate).
 """
 
 from __future__ import annotations

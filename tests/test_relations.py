@@ -125,3 +125,24 @@ def test_model_with_relation_layers_trains_them_and_round_trips(tmp_path):
     assert loaded.config.relation_layers == 2
     with torch.no_grad():
         assert torch.allclose(loaded.pooled_embeddings([pooled]), model.pooled_embeddings([pooled]), atol=1e-6)
+
+
+def test_token_norms_compare_the_projector_residual_with_the_name_word():
+    from benchmarks.token_norms import token_norms
+
+    cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+                        segments={"source": "gt"}, object_names=True, lora={"r": 4, "alpha": 8})
+    model = ChorusQAModel.build(cfg).eval()
+    f, m, s, c = three_objects()
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+    fresh = token_norms(model, [pooled])
+    assert fresh["object_slots"] == 3 and fresh["projector_residual"] == 0.0  # zero-initialised last layer
+    want = model.name_embeds[torch.tensor([5, 9, model.name_embeds.shape[0] - 1])].float().norm(dim=-1).mean()
+    assert fresh["name_word"] == pytest.approx(float(want))   # the third segment has no class: the zero row
+    with torch.no_grad():
+        model.projector[-1].bias.fill_(1.0)
+    loud = token_norms(model, [pooled])
+    hidden = model.causal_lm.config.hidden_size
+    assert loud["projector_residual"] == pytest.approx(math.sqrt(hidden), rel=1e-5)
+    assert loud["residual_over_name"] == pytest.approx(math.sqrt(hidden) / float(want), rel=1e-5)
