@@ -12,7 +12,10 @@ needed), with the checkpoint's encoder and language head (``chorus_qa.segments``
   overlaps with IoU >= 0.25 (whether the object has a token at all), to see which classes a threshold drops;
 - token counting: for each counting question ("how many X"), the number of the 64 largest segments whose
   majority class is X, exactly right / within one of the answer. This is what the object tokens offer the LLM
-  for counting, before it learns anything.
+  for counting, before it learns anything;
+- token colour: for each colour question ("what color is the X?"), whether one of the tokens of class X carries
+  the right colour word (``any``), and whether the largest of them does (``largest``): the colour questions the
+  object tokens can answer, before the LLM learns anything.
 
 The encoder and labels run once per room; only the segmentation is redone per setting.
 """
@@ -76,6 +79,19 @@ def token_counts(labels: torch.Tensor, segments: torch.Tensor, k: int = 64) -> d
     return dict(Counter(group_majority(labels[kept >= 0], assign, len(ids)).tolist()))
 
 
+def token_colors(labels: torch.Tensor, colors: torch.Tensor, segments: torch.Tensor, k: int = 64) -> list[tuple[int, int]]:
+    """(majority class id, basic colour id) of each of the ``k`` largest segments, largest first: the class and
+    colour words of the object tokens (``pool_objects`` votes both per segment the same way)."""
+    from chorus_qa.scene_tokens import basic_color_ids, group_majority
+
+    kept = largest_segments(segments, k)
+    ids, assign, counts = torch.unique(kept[kept >= 0], return_inverse=True, return_counts=True)
+    cls = group_majority(labels[kept >= 0], assign, len(ids))
+    col = group_majority(basic_color_ids(colors[kept >= 0]), assign, len(ids))
+    order = torch.sort(counts, descending=True, stable=True).indices
+    return [(int(cls[i]), int(col[i])) for i in order]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="synthetic Q&A data folder (scenes/, splits/, qa/)")
@@ -111,10 +127,19 @@ def main(argv=None) -> int:
         if e.type == "counting" and e.answers and e.answers[0].isdigit() and e.object_names and e.object_names[0] in names:
             counting[e.scene_id].append((names.index(e.object_names[0]), int(e.answers[0])))
 
+    from chorus_qa.scene_tokens import basic_color_names
+
+    color_words = basic_color_names()
+    color_qs = defaultdict(list)
+    for e in load_qa_split(args.data, "val", "synth"):
+        if e.type == "color" and e.answers and e.answers[0] in color_words and e.object_names and e.object_names[0] in names:
+            color_qs[e.scene_id].append((names.index(e.object_names[0]), color_words.index(e.answers[0])))
+
     settings = [(r, m) for r in args.radius for m in args.min_points]
     class_names = json.loads((Path(args.data) / "classes.json").read_text())["class_names"]
     per_class_hits = {s: defaultdict(lambda: [0, 0]) for s in settings}
-    acc = {s: {"segments": 0, "objects": 0, "iou50": 0, "iou25": 0, "count_exact": 0, "count_within1": 0, "questions": 0}
+    acc = {s: {"segments": 0, "objects": 0, "iou50": 0, "iou25": 0, "count_exact": 0, "count_within1": 0, "questions": 0,
+                "color_questions": 0, "color_any": 0, "color_largest": 0}
            for s in settings}
     seg_cfg = segmenter.cfg
     for sid in tqdm(rooms, desc="rooms", unit="room"):
@@ -141,6 +166,12 @@ def main(argv=None) -> int:
                 a["questions"] += 1
                 a["count_exact"] += per_class.get(cls, 0) == truth
                 a["count_within1"] += abs(per_class.get(cls, 0) - truth) <= 1
+            tokens = token_colors(labels, scene.colors.float(), seg, args.tokens)
+            for cls, truth in color_qs[sid]:
+                words = [col for c, col in tokens if c == cls]
+                a["color_questions"] += 1
+                a["color_any"] += truth in words
+                a["color_largest"] += bool(words) and words[0] == truth
     rows = []
     for (radius, min_points), a in acc.items():
         n_q = max(a["questions"], 1)
@@ -150,6 +181,9 @@ def main(argv=None) -> int:
                      "recall_iou50": round(a["iou50"] / a["objects"], 4), "recall_iou25": round(a["iou25"] / a["objects"], 4),
                      "token_count_exact": round(a["count_exact"] / n_q, 4),
                      "token_count_within1": round(a["count_within1"] / n_q, 4), "counting_questions": a["questions"],
+                     "token_color_any": round(a["color_any"] / max(a["color_questions"], 1), 4),
+                     "token_color_largest": round(a["color_largest"] / max(a["color_questions"], 1), 4),
+                     "color_questions": a["color_questions"],
                      "class_has_token_iou25": {c: [round(h / n, 4), n] for c, (h, n) in sorted(per_class_hits[radius, min_points].items())}})
     result = {"data": args.data, "checkpoint": str(ckpt), "rooms": len(rooms), "tokens": args.tokens,
               "knn_k": seg_cfg.knn_k, "settings": rows}
@@ -159,7 +193,9 @@ def main(argv=None) -> int:
         print(f"radius {r['radius']} min_points {r['min_points']}: {r['segments_per_room']} segments a room for "
               f"{r['objects_per_room']} objects; recall IoU>=0.5 {100 * r['recall_iou50']:.1f} %, >=0.25 "
               f"{100 * r['recall_iou25']:.1f} %; token count exact {100 * r['token_count_exact']:.1f} %, "
-              f"within one {100 * r['token_count_within1']:.1f} % ({r['counting_questions']} questions)")
+              f"within one {100 * r['token_count_within1']:.1f} % ({r['counting_questions']} questions); token colour "
+              f"any {100 * r['token_color_any']:.1f} %, largest {100 * r['token_color_largest']:.1f} % "
+              f"({r['color_questions']} questions)")
     return 0
 
 

@@ -334,3 +334,16 @@ def test_segment_quality_keeps_the_k_largest_segments_and_names_objects_by_major
     instance = torch.tensor([3, 3, 3, 1, 1, -1, 2, 2, 2, 2])
     semantic = torch.tensor([5, 5, 6, 8, 8, 0, 1, 1, 1, 2])
     assert mod.object_classes(instance, semantic) == [8, 1, 5]  # instances 1, 2, 3 in sorted order
+
+
+def test_segment_quality_token_colors_are_the_class_and_colour_votes_of_the_largest_segments():
+    import benchmarks.segment_quality as mod
+    from chorus_qa.scene_tokens import basic_color_names
+
+    names = basic_color_names()
+    seg = torch.tensor([4, 4, 4, 7, 7, -1, 9, 9, 9, 9])      # sizes: 9 -> 4, 4 -> 3, 7 -> 2
+    labels = torch.tensor([2, 2, 5, 3, 3, 0, 6, 6, 6, 1])
+    red, blue = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
+    colors = torch.stack([red, red, blue, blue, blue, red, blue, blue, red, blue])
+    assert mod.token_colors(labels, colors, seg, 2) == [(6, names.index("blue")), (2, names.index("red"))]
+    assert [c for c, _ in mod.token_colors(labels, colors, seg, 5)] == [6, 2, 3]
