@@ -33,7 +33,7 @@ from data.atomic import atomic_directory
 
 from .projector import mlp2x_gelu
 from .qa_config import LoraSettings, QAModelConfig
-from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, scene_slices
+from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
 
 SCENE_TOKEN = "<scene>"
 IGNORE_INDEX = -100
@@ -140,9 +140,15 @@ class ChorusQAModel(nn.Module):
             # LLM noise tokens, which early training silences into a constant soft prompt that ignores the scene.
             nn.init.zeros_(self.projector[-1].weight)
             nn.init.zeros_(self.projector[-1].bias)
+        self.relation_projector = None
+        if config.relation_tokens:
+            # a relation token starts as zeros (an empty slot) and learns what the relation layers found
+            self.relation_projector = mlp2x_gelu(config.token_dim, hidden)
+            nn.init.zeros_(self.relation_projector[-1].weight)
+            nn.init.zeros_(self.relation_projector[-1].bias)
         device = self.causal_lm.get_input_embeddings().weight.device
-        self.scene_tokenizer.to(device)
-        self.projector.to(device)
+        for module in self.trainable_modules().values():
+            module.to(device)
         stops = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
         self.stop_token_ids = sorted(t for t in stops if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id)
         vocab = tokenizer.get_vocab()
@@ -208,8 +214,16 @@ class ChorusQAModel(nn.Module):
             raise ValueError(f"stage = {stage}: expected 1 or 2")
         for name, p in self.language_model.named_parameters():
             p.requires_grad_(stage == 2 and "lora_" in name)
-        for p in list(self.scene_tokenizer.parameters()) + list(self.projector.parameters()):
-            p.requires_grad_(True)
+        for module in self.trainable_modules().values():
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """The modules trained besides LoRA and saved in projector.safetensors, by state-dict prefix."""
+        modules = {"scene_tokenizer": self.scene_tokenizer, "projector": self.projector}
+        if self.relation_projector is not None:
+            modules["relation_projector"] = self.relation_projector
+        return modules
 
     # ------------------------------------------------------------------ prompts
     def _render(self, messages, add_generation_prompt=False) -> str:
@@ -327,16 +341,24 @@ class ChorusQAModel(nn.Module):
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
         embedding of each object token when ``config.object_names``. With ``config.color_tokens`` each object token is
-        followed by its colour word's plain embedding: [B, 2K, H] as (object 1, colour 1, object 2, colour 2, ...)."""
-        embeds = self.projector(torch.stack([self.scene_tokenizer.embed_pooled(p)[0] for p in pooled]))
+        followed by its colour word's plain embedding: [B, 2K, H] as (object 1, colour 1, object 2, colour 2, ...).
+        With ``config.relation_tokens`` each object's group ends with a relation token: the relation layers' change to
+        the object token, projected by ``relation_projector`` (zeros at initialisation and for empty slots)."""
+        parts = [self.scene_tokenizer.embed_pooled(p) for p in pooled]
+        tokens = torch.stack([t for t, _ in parts])
+        embeds = self.projector(tokens)
         if self.config.object_names:
             embeds = embeds + self._lookup(self.name_embeds, [p.labels for p in pooled], "object_names", "class labels (pool them with labels=...)").to(embeds.dtype)
         if self.config.color_names:
             embeds = embeds + self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_names", "colour ids").to(embeds.dtype)
+        per_object = [embeds]
         if self.config.color_tokens:
-            words = self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_tokens", "colour ids").to(embeds.dtype)
-            embeds = torch.stack([embeds, words], 2).flatten(1, 2)
-        return embeds
+            per_object.append(self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_tokens", "colour ids").to(embeds.dtype))
+        if self.relation_projector is not None:
+            valid = torch.stack([pooled_valid(p) for p in pooled]).to(tokens.device)
+            related = self.scene_tokenizer.relations(tokens, torch.stack([c for _, c in parts]), valid)
+            per_object.append((self.relation_projector(related - tokens) * valid.unsqueeze(-1)).to(embeds.dtype))
+        return torch.stack(per_object, 2).flatten(1, 2) if len(per_object) > 1 else embeds
 
     def _lookup(self, table: Tensor, ids: Sequence[Tensor | None], option: str, what: str) -> Tensor:
         """Rows of a word table [L + 1, H] for per-token ids [B, K]; ids outside 0..L-1 (-1 = none) get the zero row."""
@@ -530,10 +552,9 @@ class ChorusQAModel(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """Scene tokenizer + projector weights (the LoRA adapter is saved by peft)."""
-        state = {f"scene_tokenizer.{k}": v for k, v in self.scene_tokenizer.state_dict().items()}
-        state.update({f"projector.{k}": v for k, v in self.projector.state_dict().items()})
-        return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        """Scene tokenizer + projector (+ relation projector) weights (the LoRA adapter is saved by peft)."""
+        return {f"{name}.{k}": v.detach().contiguous().cpu()
+                for name, module in self.trainable_modules().items() for k, v in module.state_dict().items()}
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json, projector.safetensors and adapter/ (peft) atomically into ``directory``."""
@@ -578,6 +599,6 @@ class ChorusQAModel(nn.Module):
         if set(state) != set(current):
             raise ValueError(f"{directory / 'projector.safetensors'}: keys differ from the model: "
                              f"missing {sorted(set(current) - set(state))[:5]}, unexpected {sorted(set(state) - set(current))[:5]}")
-        model.scene_tokenizer.load_state_dict({k[len("scene_tokenizer."):]: v for k, v in state.items() if k.startswith("scene_tokenizer.")})
-        model.projector.load_state_dict({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")})
+        for name, module in model.trainable_modules().items():
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
         return model.eval()

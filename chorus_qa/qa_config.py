@@ -59,6 +59,8 @@ class QAModelConfig:
                                          # embedding of its basic colour term, so the LLM reads it as a word (2K positions)
     relation_layers: int = 0             # spatial relation layers (chorus_qa.relations): tokens attend to each other with
                                          # a learned bias from their pairwise offsets before the projector; 0 = none
+    relation_tokens: bool = False        # "objects" pooling: the relation layers' output becomes a token of its own after
+                                         # each object (and colour) token instead of changing the object token
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -78,8 +80,8 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None or self.object_names or self.color_words:
-            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens are set but pooling is {self.pooling!r}; "
+        elif self.segments is not None or self.object_names or self.color_words or self.relation_tokens:
+            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens / relation_tokens are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
         if self.color_names and self.color_tokens:
             raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
@@ -92,8 +94,9 @@ class QAModelConfig:
 
     @property
     def num_placeholders(self) -> int:
-        """``<scene>`` positions in the prompt: K object / cell tokens, twice that with ``color_tokens``."""
-        return self.num_scene_tokens * (2 if self.color_tokens else 1)
+        """``<scene>`` positions in the prompt: K object / cell tokens, one more per object with ``color_tokens`` and
+        one more with ``relation_tokens``."""
+        return self.num_scene_tokens * (1 + int(self.color_tokens) + int(self.relation_tokens))
 
     def segment_config(self):
         from .segments import SegmentConfig
@@ -103,7 +106,7 @@ class QAModelConfig:
     def scene_tokenizer_config(self) -> SceneTokenizerConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
                                     pooling=self.pooling, num_neighbors=self.num_neighbors,
-                                    relation_layers=self.relation_layers, max_points=max(self.max_points, self.num_scene_tokens))
+                                    relation_layers=self.relation_layers, relation_tokens=self.relation_tokens, max_points=max(self.max_points, self.num_scene_tokens))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -64,6 +64,7 @@ class SceneTokenizerConfig:
     seed: int = 0                # subsampling seed at inference
     relation_layers: int = 0     # spatial relation layers over the tokens (chorus_qa.relations); 0 = none
     relation_heads: int = 4
+    relation_tokens: bool = False  # relations go to tokens of their own (the model's), not into these tokens
 
     def __post_init__(self):
         for name in ("in_dim", "num_tokens", "token_dim", "num_neighbors", "max_points", "num_frequencies"):
@@ -72,6 +73,8 @@ class SceneTokenizerConfig:
                 raise ValueError(f"SceneTokenizerConfig.{name} = {value!r}: expected a positive integer")
         if not isinstance(self.relation_layers, int) or self.relation_layers < 0:
             raise ValueError(f"SceneTokenizerConfig.relation_layers = {self.relation_layers!r}: expected an integer >= 0")
+        if self.relation_tokens and not self.relation_layers:
+            raise ValueError("SceneTokenizerConfig.relation_tokens needs relation_layers > 0")
         if self.relation_layers and (self.relation_heads <= 0 or self.token_dim % self.relation_heads):
             raise ValueError(f"SceneTokenizerConfig.relation_heads = {self.relation_heads}: expected a positive divisor "
                              f"of token_dim ({self.token_dim})")
@@ -305,6 +308,11 @@ class PooledScene:
     color_ids: Tensor | None = None  # "objects": basic colour term per token [K] (basic_color_names(); -1 = empty slot)
 
 
+def pooled_valid(pooled: PooledScene) -> Tensor:
+    """[K] bool: the slots that hold a segment or cell (empty object slots are all zeros)."""
+    return pooled.geometry.abs().sum(-1) > 0
+
+
 def check_scene_inputs(features: Tensor, means: Tensor, in_dim: int) -> None:
     if features.ndim != 2 or features.shape[1] != in_dim:
         raise ValueError(f"SceneTokenizer: features have shape {tuple(features.shape)}, expected (N, {in_dim})")
@@ -396,7 +404,9 @@ class SceneTokenizer(nn.Module):
 
     def relate(self, tokens: Tensor, centres: Tensor, valid: Tensor | None = None) -> Tensor:
         """The spatial relation layers (identity without them): tokens [K, D_tok], centres [K, 3] metres, valid [K]."""
-        return tokens if self.relations is None else self.relations(tokens, centres.to(tokens.device), valid)
+        if self.relations is None or self.config.relation_tokens:
+            return tokens
+        return self.relations(tokens, centres.to(tokens.device), valid)
 
     def tokenize_one(self, features: Tensor, means: Tensor, segments: Tensor | None = None,
                      colors: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -435,8 +445,7 @@ class SceneTokenizer(nn.Module):
         hidden = self.feature_in(pooled.cells.to(device, dtype)) + self.offset_in(pooled.geometry.to(device, dtype))
         tokens = self.out_norm(self.pool_mix(hidden) + self.position_encoding(pooled.positions.to(device, dtype)))
         centres = pooled.centres.to(device)
-        valid = pooled.geometry.abs().sum(-1).to(device) > 0  # empty object slots are all zeros
-        return self.relate(tokens, centres, valid), centres
+        return self.relate(tokens, centres, pooled_valid(pooled).to(device)), centres
 
     def forward(self, features: Tensor, means: Tensor, offset: Tensor | None = None, segments: Tensor | None = None,
                 colors: Tensor | None = None) -> tuple[Tensor, Tensor]:

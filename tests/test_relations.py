@@ -146,3 +146,41 @@ def test_token_norms_compare_the_projector_residual_with_the_name_word():
     hidden = model.causal_lm.config.hidden_size
     assert loud["projector_residual"] == pytest.approx(math.sqrt(hidden), rel=1e-5)
     assert loud["residual_over_name"] == pytest.approx(math.sqrt(hidden) / float(want), rel=1e-5)
+
+
+def test_relation_tokens_leave_object_tokens_alone_and_follow_each_object(tmp_path):
+    with pytest.raises(ValueError, match="relation_layers"):
+        SceneTokenizerConfig(in_dim=4, relation_tokens=True)
+    with pytest.raises(ValueError, match="relation_tokens"):
+        QAModelConfig(feature_dim=FEAT, relation_layers=1, relation_tokens=True)  # cell pooling
+    kw = dict(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+              segments={"source": "gt"}, object_names=True, color_tokens=True, lora={"r": 4, "alpha": 8})
+    cfg = QAModelConfig(**kw, relation_layers=1, relation_tokens=True)
+    assert cfg.num_placeholders == 12
+    model = ChorusQAModel.build(cfg).eval()
+    plain = ChorusQAModel.build(QAModelConfig(**kw)).eval()
+    shared = {k: v for k, v in model.trainable_state_dict().items() if not k.startswith(("relation_projector.", "scene_tokenizer.relations."))}
+    plain.scene_tokenizer.load_state_dict({k[len("scene_tokenizer."):]: v for k, v in shared.items() if k.startswith("scene_tokenizer.")})
+    plain.projector.load_state_dict({k[len("projector."):]: v for k, v in shared.items() if k.startswith("projector.")})
+    f, m, s, c = three_objects()
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+    randomised(model.scene_tokenizer.relations)
+    torch.nn.init.normal_(model.relation_projector[-1].weight, std=0.1)
+    torch.nn.init.normal_(model.relation_projector[-1].bias, std=0.1)
+    with torch.no_grad():
+        got = model.pooled_embeddings([pooled])[0]
+        want = plain.pooled_embeddings([pooled])[0]
+        tokens, centres = model.scene_tokenizer.embed_pooled(pooled)  # relations are not applied in place
+        delta = model.scene_tokenizer.relations(tokens, centres, torch.tensor([True, True, True, False])) - tokens
+    assert got.shape == (12, model.causal_lm.config.hidden_size)
+    assert torch.equal(got[0::3], want[0::2]) and torch.equal(got[1::3], want[1::2])  # objects and colours as without
+    assert torch.allclose(got[2::3][:3], model.relation_projector(delta)[:3], atol=1e-6)
+    assert got[2::3][:3].abs().sum() > 0 and not got[11].any()  # the empty slot's relation token is zero
+    model.save_pretrained(tmp_path / "ck")
+    loaded = ChorusQAModel.from_pretrained(tmp_path / "ck").eval()
+    assert any(k.startswith("relation_projector.") for k in loaded.trainable_state_dict())
+    with torch.no_grad():
+        assert torch.allclose(loaded.pooled_embeddings([pooled])[0], got, atol=1e-6)
+    model.set_trainable(2)
+    assert all(p.requires_grad for p in model.relation_projector.parameters())
