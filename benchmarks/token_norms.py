@@ -10,7 +10,7 @@ the residual stays small next to it. Per checkpoint, averaged over the real (non
 inference pooling (variant 0) of ``--scenes`` scenes of the trainer's pooled cache: the L2 norm of the scene
 tokenizer's output, of the projector residual, of the class-name word, and the ratio residual / name word.
 (Release C: 1.21 / 2.62 = 0.46; with the relation layers of ``chorus_qa.relations``: 3.29 / 2.62 = 1.26;
-benchmarks/results/token_norms.json.)
+release D, relation tokens: 1.17 / 2.62 = 0.44; benchmarks/results/token_norms.json.)
 """
 
 from __future__ import annotations
