@@ -25,26 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
-def pooled_from_cache(path: Path, variant: int = 0):
-    """The PooledScene of one cached scene (``chorus_qa.train_qa.PooledSceneStore`` file) and variant."""
-    from safetensors.torch import load_file
-
-    from chorus_qa.scene_tokens import PooledScene
-
-    t = load_file(str(path))
-    return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant], positions=t["positions"][variant],
-                       centres=t["centres"][variant], labels=t["labels"][variant] if "labels" in t else None,
-                       color_ids=t["color_ids"][variant] if "color_ids" in t else None)
-
-
 @torch.no_grad()
 def token_norms(model, pooled_scenes) -> dict:
     """Mean L2 norms over the non-empty object slots of ``pooled_scenes`` (see the module docstring)."""
+    from chorus_qa.scene_tokens import pooled_valid
+
     if not model.config.object_names:
         raise ValueError("token_norms: the checkpoint has no object_names (no class-name word to compare with)")
     parts = {"tokenizer_output": [], "projector_residual": [], "name_word": []}
     for p in pooled_scenes:
-        valid = p.geometry.abs().sum(-1) > 0
+        valid = pooled_valid(p)
         tokens, _ = model.scene_tokenizer.embed_pooled(p)
         parts["tokenizer_output"].append(tokens[valid].float().norm(dim=-1))
         parts["projector_residual"].append(model.projector(tokens)[valid].float().norm(dim=-1))
@@ -68,7 +58,11 @@ def main(argv=None) -> int:
     files = sorted(Path(args.pooled).glob("*.safetensors"))[: args.scenes]
     if not files:
         raise SystemExit(f"{args.pooled}: no cached pooled scenes (*.safetensors)")
-    scenes = [pooled_from_cache(f) for f in files]
+    from safetensors.torch import load_file
+
+    from chorus_qa.scene_tokens import pooled_from_tensors
+
+    scenes = [pooled_from_tensors(load_file(str(f))) for f in files]  # the inference pooling (variant 0)
     result = {"pooled": args.pooled, "scenes": len(scenes), "runs": {}}
     for spec in args.run:
         name, _, path = spec.partition("=")

@@ -308,6 +308,15 @@ class PooledScene:
     color_ids: Tensor | None = None  # "objects": basic colour term per token [K] (basic_color_names(); -1 = empty slot)
 
 
+def pooled_from_tensors(t: dict[str, Tensor], variant: int = 0) -> PooledScene:
+    """One variant of a scene's stacked poolings ``{"cells": [V, K, 2C], "geometry", "positions", "centres"[,
+    "labels", "color_ids"]}`` (the Q&A trainer's pooled cache file) as a PooledScene, cells in float32."""
+    return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant],
+                       positions=t["positions"][variant], centres=t["centres"][variant],
+                       labels=t["labels"][variant] if "labels" in t else None,
+                       color_ids=t["color_ids"][variant] if "color_ids" in t else None)
+
+
 def pooled_valid(pooled: PooledScene) -> Tensor:
     """[K] bool: the slots that hold a segment or cell (empty object slots are all zeros)."""
     return pooled.geometry.abs().sum(-1) > 0

@@ -40,7 +40,7 @@ from chorus_qa.benchmark import shuffled_scenes
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
 from chorus_qa.model import ChorusQAModel, QABatch
 from chorus_qa.qa_config import QAModelConfig, strict_from_dict
-from chorus_qa.scene_tokens import POOLED_POOLINGS, PooledScene, SceneTokenizerConfig, pool_scene
+from chorus_qa.scene_tokens import POOLED_POOLINGS, PooledScene, SceneTokenizerConfig, pool_scene, pooled_from_tensors
 from data.atomic import atomic_directory
 
 TRAINER_STATE = "trainer_state.json"
@@ -273,11 +273,7 @@ class PooledSceneStore:
         return self.memory[scene_id]
 
     def get(self, scene_id: str, variant: int = 0) -> PooledScene:
-        t = self.variants(scene_id)
-        return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant],
-                           positions=t["positions"][variant], centres=t["centres"][variant],
-                           labels=t["labels"][variant] if "labels" in t else None,
-                           color_ids=t["color_ids"][variant] if "color_ids" in t else None)
+        return pooled_from_tensors(self.variants(scene_id), variant)
 
     def batch_inputs(self, scene_ids: list[str], rng: random.Random) -> dict:
         """QABatch scene fields: one training variant per sequence (variant 0 only when it is the sole one)."""
