@@ -93,8 +93,11 @@ def token_summary(qa_cfg: dict) -> str:
         if "min_points" in segs:
             how += f" (segments of at least {segs['min_points']} Gaussians)"
         names = " plus the LLM's own embedding of the segment's class name" if qa_cfg.get("object_names") else ""
-        colours = (", each followed by a token that is the word embedding of its basic colour term"
-                   if qa_cfg.get("color_tokens") else "")
+        follow = ["a token that is the word embedding of its basic colour term"] if qa_cfg.get("color_tokens") else []
+        if qa_cfg.get("relation_tokens"):
+            follow.append(f"a relation token ({qa_cfg.get('relation_layers')} spatial relation layers over the objects, "
+                          "their own projector)")
+        colours = f", each followed by {' and '.join(follow)}" if follow else ""
         return f"up to {k} object tokens, one per segment: {how}{names}{colours}"
     return f"{k} {pooling}-pooled tokens"
 

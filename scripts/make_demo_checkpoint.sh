@@ -6,7 +6,7 @@
 #      1500 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
 #   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
-#   4. Q&A training (configs/qa_synth.yaml: object tokens with class names and colour-word tokens, projector + LoRA on SmolLM2-135M over
+#   4. Q&A training (configs/qa_synth.yaml: object tokens with class names, colour-word and relation tokens, projector + LoRA on SmolLM2-135M over
 #      all training questions once, 6 questions per multi-turn sequence) on the frozen encoder;
 #   5. benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
 set -euo pipefail
