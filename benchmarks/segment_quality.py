@@ -1,7 +1,9 @@
-"""Quality of the zero-shot segments that become object tokens, for several ``min_points`` / ``radius`` settings.
+"""Quality of the zero-shot segments that become object tokens, for several ``min_points`` / ``radius`` /
+``smooth_iters`` settings.
 
     python benchmarks/segment_quality.py --data runs/qa1k/qa_data --checkpoint checkpoints/demo \
-        [--rooms 20] [--min-points 10 30 60 100] [--radius 0.12] [--out benchmarks/results/segment_quality.json]
+        [--rooms 20] [--min-points 10 30 60 100] [--radius 0.12] [--smooth 0 2] \
+        [--out benchmarks/results/segment_quality.json]
 
 On the first ``--rooms`` val rooms of a synthetic Q&A data folder (ground-truth instances and counting questions
 needed), with the checkpoint's encoder and language head (``chorus_qa.segments``), per setting:
@@ -17,7 +19,7 @@ needed), with the checkpoint's encoder and language head (``chorus_qa.segments``
   the right colour word (``any``), and whether the largest of them does (``largest``): the colour questions the
   object tokens can answer, before the LLM learns anything.
 
-The encoder and labels run once per room; only the segmentation is redone per setting.
+The encoder runs once per room, the labels once per ``--smooth`` value; only the segmentation is redone per setting.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rooms", type=int, default=20)
     ap.add_argument("--min-points", type=int, nargs="+", default=[10, 30, 60, 100])
     ap.add_argument("--radius", type=float, nargs="+", default=[0.12])
+    ap.add_argument("--smooth", type=int, nargs="+", default=None,
+                    help="smooth_iters values (language-feature neighbour averaging; default: the checkpoint's)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--out", default="benchmarks/results/segment_quality.json")
     args = ap.parse_args(argv)
@@ -135,30 +139,32 @@ def main(argv=None) -> int:
         if e.type == "color" and e.answers and e.answers[0] in color_words and e.object_names and e.object_names[0] in names:
             color_qs[e.scene_id].append((names.index(e.object_names[0]), color_words.index(e.answers[0])))
 
-    settings = [(r, m) for r in args.radius for m in args.min_points]
+    seg_cfg = segmenter.cfg
+    smooths = args.smooth if args.smooth is not None else [seg_cfg.smooth_iters]
+    settings = [(it, r, m) for it in smooths for r in args.radius for m in args.min_points]
     class_names = json.loads((Path(args.data) / "classes.json").read_text())["class_names"]
     per_class_hits = {s: defaultdict(lambda: [0, 0]) for s in settings}
     acc = {s: {"segments": 0, "objects": 0, "iou50": 0, "iou25": 0, "count_exact": 0, "count_within1": 0, "questions": 0,
                 "color_questions": 0, "color_any": 0, "color_largest": 0}
            for s in settings}
-    seg_cfg = segmenter.cfg
     for sid in tqdm(rooms, desc="rooms", unit="room"):
         scene = load_scene(Path(args.data) / "scenes" / sid)
         if scene.instance is None:
             raise ValueError(f"{sid}: no ground-truth instances (instance.npy)")
         features, _ = source(scene)
-        labels = segmenter.labels(features)
+        labels_by = {it: segmenter.labels(features, scene.means, smooth_iters=it) for it in smooths}
         classes = object_classes(scene.instance.long(), scene.semantic)
-        for radius, min_points in settings:
-            seg = label_segments(scene.means, labels, seg_cfg.knn_k, radius, min_points)
-            a = acc[radius, min_points]
+        for setting in settings:
+            labels = labels_by[setting[0]]
+            seg = label_segments(scene.means, labels, seg_cfg.knn_k, setting[1], setting[2])
+            a = acc[setting]
             ious = best_iou(scene.instance.long(), seg)
             a["segments"] += int(seg[seg >= 0].unique().numel())
             a["objects"] += len(ious)
             a["iou50"] += sum(v >= 0.5 for v in ious)
             a["iou25"] += sum(v >= 0.25 for v in ious)
             for cls, v in zip(classes, best_iou(scene.instance.long(), largest_segments(seg, args.tokens))):
-                hit = per_class_hits[radius, min_points][class_names[cls] if 0 <= cls < len(class_names) else "?"]
+                hit = per_class_hits[setting][class_names[cls] if 0 <= cls < len(class_names) else "?"]
                 hit[0] += v >= 0.25
                 hit[1] += 1
             per_class = token_counts(labels, seg, args.tokens)
@@ -173,9 +179,9 @@ def main(argv=None) -> int:
                 a["color_any"] += truth in words
                 a["color_largest"] += bool(words) and words[0] == truth
     rows = []
-    for (radius, min_points), a in acc.items():
+    for (smooth, radius, min_points), a in acc.items():
         n_q = max(a["questions"], 1)
-        rows.append({"radius": radius, "min_points": min_points,
+        rows.append({"smooth_iters": smooth, "radius": radius, "min_points": min_points,
                      "segments_per_room": round(a["segments"] / len(rooms), 1),
                      "objects_per_room": round(a["objects"] / len(rooms), 1),
                      "recall_iou50": round(a["iou50"] / a["objects"], 4), "recall_iou25": round(a["iou25"] / a["objects"], 4),
@@ -184,13 +190,13 @@ def main(argv=None) -> int:
                      "token_color_any": round(a["color_any"] / max(a["color_questions"], 1), 4),
                      "token_color_largest": round(a["color_largest"] / max(a["color_questions"], 1), 4),
                      "color_questions": a["color_questions"],
-                     "class_has_token_iou25": {c: [round(h / n, 4), n] for c, (h, n) in sorted(per_class_hits[radius, min_points].items())}})
+                     "class_has_token_iou25": {c: [round(h / n, 4), n] for c, (h, n) in sorted(per_class_hits[smooth, radius, min_points].items())}})
     result = {"data": args.data, "checkpoint": str(ckpt), "rooms": len(rooms), "tokens": args.tokens,
               "knn_k": seg_cfg.knn_k, "settings": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     for r in rows:
-        print(f"radius {r['radius']} min_points {r['min_points']}: {r['segments_per_room']} segments a room for "
+        print(f"smooth {r['smooth_iters']} radius {r['radius']} min_points {r['min_points']}: {r['segments_per_room']} segments a room for "
               f"{r['objects_per_room']} objects; recall IoU>=0.5 {100 * r['recall_iou50']:.1f} %, >=0.25 "
               f"{100 * r['recall_iou25']:.1f} %; token count exact {100 * r['token_count_exact']:.1f} %, "
               f"within one {100 * r['token_count_within1']:.1f} % ({r['counting_questions']} questions); token colour "

@@ -12,7 +12,10 @@ Sources (``SegmentConfig.source``):
   val rooms with the demo encoder (radius 0.12, ``benchmarks/segment_quality.py``): 43.9 segments a
   room for 17.2 objects, 52.8 % of the objects matched by a segment at IoU >= 0.5 and 75.0 % at 0.25;
   ``min_points`` 60 keeps 18.2 segments with the same IoU >= 0.5 recall (linking Gaussians by
-  object-head feature similarity instead reached 24 % / 42 % on 6 rooms: structure chains everything);
+  object-head feature similarity instead reached 24 % / 42 % on 6 rooms: structure chains everything).
+  ``smooth_iters`` > 0 first averages each Gaussian's unit language feature with those of its graph neighbours
+  (the same ``knn_k`` / ``radius`` graph) that many times, so isolated mislabelled Gaussians take their
+  surroundings' class instead of splitting an object into pieces;
 - ``"gt"``: the scene's ground-truth instance ids: a diagnostic of what perfect segmentation
   gives the Q&A model, never a model to release (user scenes have no instances).
 """
@@ -41,13 +44,14 @@ class SegmentConfig:
     radius: float = 0.12             # longest link between Gaussians of one segment (metres)
     knn_k: int = 10                  # neighbours considered per Gaussian
     min_points: int = 10             # smaller segments get id -1
+    smooth_iters: int = 0            # neighbour-averaging passes over the language features before labelling
 
     def __post_init__(self):
         if self.source not in SEGMENT_SOURCES:
             raise ValueError(f"SegmentConfig.source = {self.source!r}: expected one of {SEGMENT_SOURCES}")
-        if self.radius <= 0 or self.knn_k < 1 or self.min_points < 1:
+        if self.radius <= 0 or self.knn_k < 1 or self.min_points < 1 or self.smooth_iters < 0:
             raise ValueError(f"SegmentConfig: radius={self.radius} (> 0), knn_k={self.knn_k} (>= 1), "
-                             f"min_points={self.min_points} (>= 1) out of range")
+                             f"min_points={self.min_points} (>= 1), smooth_iters={self.smooth_iters} (>= 0) out of range")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SegmentConfig":
@@ -60,7 +64,10 @@ class SegmentConfig:
         import hashlib
         import json
 
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        d = dataclasses.asdict(self)
+        if not d["smooth_iters"]:  # added later: left out when off, so earlier caches keep their keys
+            del d["smooth_iters"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def label_segments(xyz, labels, knn_k: int, radius: float, min_points: int) -> Tensor:
@@ -121,11 +128,24 @@ class Segmenter:
             self.text = encode_class_names(self.class_names, get_text_encoder(cfg.text_encoder), cfg.template)
 
     @torch.no_grad()
-    def labels(self, features: Tensor) -> Tensor:
-        """Zero-shot class ids [N] of per-Gaussian encoder features [N, C]."""
+    def labels(self, features: Tensor, xyz: Tensor | None = None, smooth_iters: int | None = None) -> Tensor:
+        """Zero-shot class ids [N] of per-Gaussian encoder features [N, C] at positions ``xyz`` [N, 3] (needed when
+        smoothing); ``smooth_iters`` overrides the config's."""
+        step = 32768  # chunks bound the projector's memory on big scenes
+        iters = self.cfg.smooth_iters if smooth_iters is None else smooth_iters
+        if iters:
+            if xyz is None or len(xyz) != len(features):
+                raise ValueError(f"Segmenter.labels: smooth_iters={iters} needs the positions of "
+                                 f"all {len(features)} Gaussians")
+            from encoder.instance import neighbour_graph, smooth_features
+
+            lang = torch.cat([self.heads.project(self.head_name, features[i:i + step].float().cpu())
+                              for i in range(0, len(features), step)])
+            src, dst = neighbour_graph(np.asarray(torch.as_tensor(xyz).cpu(), np.float64), self.cfg.knn_k, self.cfg.radius)
+            return (smooth_features(lang, src, dst, iters) @ self.text.T).argmax(1)
         # The argmax of cosine similarity to the class texts is that of the plain dot product (normalising a row
         # scales all of its scores alike), which lets the head's last layer fold into the text matrix.
-        out, step = [], 32768  # chunks bound the projector's memory on big scenes
+        out = []
         for i in range(0, len(features), step):
             out.append(self.heads.scores(self.head_name, features[i:i + step].float().cpu(), self.text).argmax(1))
         return torch.cat(out)
@@ -148,7 +168,7 @@ class Segmenter:
             if labels is None:
                 labels = torch.full((len(scene.means),), -1, dtype=torch.long)
         else:
-            labels = self.labels(self._check(scene, features))
+            labels = self.labels(self._check(scene, features), scene.means)
             segments = label_segments(scene.means, labels, self.cfg.knn_k, self.cfg.radius, self.cfg.min_points)
         return {"segments": segments, "colors": scene.colors.float(), "labels": labels}
 

@@ -76,16 +76,24 @@ def neighbour_graph(xyz: np.ndarray, k: int, radius: float) -> tuple[np.ndarray,
     return src[ok].astype(np.int64), idx[ok].astype(np.int64)
 
 
-def smooth_features(feats: torch.Tensor, src: np.ndarray, dst: np.ndarray, iters: int) -> torch.Tensor:
-    """Unit features [N, D] averaged with their graph neighbours ``iters`` times (self included), renormalised."""
-    x = F.normalize(feats.float(), dim=1)
+def neighbour_average(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, iters: int, normalize: bool = False) -> torch.Tensor:
+    """Rows [N, D] replaced ``iters`` times by the mean of themselves and their graph neighbours (edges src -> dst);
+    ``normalize``: rescale rows to unit length after every pass."""
+    x = x.float()
     if iters == 0 or len(src) == 0:
         return x
     s, d = torch.from_numpy(src), torch.from_numpy(dst)
     count = torch.ones(len(x)).index_add_(0, s, torch.ones(len(s)))
     for _ in range(iters):
-        x = F.normalize((x.clone().index_add_(0, s, x[d])) / count[:, None], dim=1)
+        x = x.clone().index_add_(0, s, x[d]) / count[:, None]
+        if normalize:
+            x = F.normalize(x, dim=1)
     return x
+
+
+def smooth_features(feats: torch.Tensor, src: np.ndarray, dst: np.ndarray, iters: int) -> torch.Tensor:
+    """Unit features [N, D] averaged with their graph neighbours ``iters`` times (self included), renormalised."""
+    return neighbour_average(F.normalize(feats.float(), dim=1), src, dst, iters, normalize=True)
 
 
 def connected_components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

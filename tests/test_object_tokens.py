@@ -347,3 +347,61 @@ def test_segment_quality_token_colors_are_the_class_and_colour_votes_of_the_larg
     colors = torch.stack([red, red, blue, blue, blue, red, blue, blue, red, blue])
     assert mod.token_colors(labels, colors, seg, 2) == [(6, names.index("blue")), (2, names.index("red"))]
     assert [c for c, _ in mod.token_colors(labels, colors, seg, 5)] == [6, 2, 3]
+
+
+def test_neighbour_average_is_the_mean_over_self_and_neighbours():
+    import numpy as np
+
+    from encoder.instance import neighbour_average, smooth_features
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
+    src, dst = np.array([0, 1, 1]), np.array([1, 0, 2])  # 0 sees 1; 1 sees 0 and 2; 2 sees nobody
+    once = neighbour_average(x, src, dst, 1)
+    assert torch.allclose(once, torch.tensor([[0.5, 1.0], [5 / 3, 2.0], [4.0, 4.0]]))
+    assert torch.allclose(neighbour_average(x, src, dst, 2)[0], (once[0] + once[1]) / 2)
+    assert torch.equal(neighbour_average(x, src, dst, 0), x)
+    unit = smooth_features(x, src, dst, 1)
+    assert torch.allclose(unit.norm(dim=1), torch.ones(3))
+
+
+class _IdentityHeads:
+    """Language head stub: the features are the language features."""
+
+    def project(self, name, x):
+        return x
+
+    def scores(self, name, x, text):
+        return x @ text.T
+
+
+def test_smoothed_labels_absorb_isolated_mislabelled_gaussians():
+    """A box whose language features say class 0 except for 12 % scattered Gaussians that say class 1: plain labels
+    split it into many pieces, two smoothing passes give one segment of class 0."""
+    g = torch.Generator().manual_seed(0)
+    xyz = box(600, [0, 0, 0], [1, 1, 0.2], 4)
+    flipped = torch.rand(600, generator=g) < 0.12
+    feats = torch.where(flipped[:, None], torch.tensor([0.2, 1.0, 0.0]), torch.tensor([1.0, 0.0, 0.0]))
+    feats = feats + 0.05 * torch.randn(600, 3, generator=g)
+    seg = Segmenter(SegmentConfig(source="gt", radius=0.15, knn_k=10, min_points=1, smooth_iters=2))
+    seg.heads, seg.head_name = _IdentityHeads(), "lang"
+    seg.text = torch.nn.functional.normalize(torch.eye(3)[:2], dim=1)
+    plain = seg.labels(feats, xyz, smooth_iters=0)
+    assert torch.equal(plain, flipped.long())
+    smoothed = seg.labels(feats, xyz)
+    assert (smoothed == 0).float().mean() > 0.99
+    pieces = label_segments(xyz, plain, 10, 0.15, 1).unique().numel()
+    assert pieces > 20 and label_segments(xyz, smoothed, 10, 0.15, 1).unique().numel() <= 3
+    with pytest.raises(ValueError, match="positions"):
+        seg.labels(feats)
+
+
+def test_segment_config_key_ignores_smoothing_only_when_it_is_off():
+    base = SegmentConfig()
+    assert base.key() == SegmentConfig(smooth_iters=0).key() != SegmentConfig(smooth_iters=2).key()
+    import hashlib
+    import json
+
+    legacy = {k: v for k, v in dataclasses.asdict(base).items() if k != "smooth_iters"}
+    assert base.key() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8]
+    with pytest.raises(ValueError, match="smooth_iters"):
+        SegmentConfig(smooth_iters=-1)
