@@ -280,3 +280,14 @@ def test_pooled_store_redoes_files_without_labels_when_names_are_needed(tiny_wor
     named = PooledSceneStore(cfg, source, mcfg.scene_tokenizer_config(), make_segmenter(mcfg), need=("labels",))
     assert torch.equal(named.get(sid).labels, tensors["labels"][0])
     assert "labels" in store.cache.load_tensors(sid)  # rewritten
+
+
+def test_bench_qa_train_settings_parse_as_batch_by_questions():
+    import argparse
+
+    from benchmarks.bench_qa_train import parse_setting
+
+    assert parse_setting("8x6") == (8, 6) and parse_setting("4X12") == (4, 12)
+    for bad in ("8", "8x0", "ax6", "8x6x2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="setting"):
+            parse_setting(bad)
