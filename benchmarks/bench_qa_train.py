@@ -37,6 +37,17 @@ def parse_setting(text: str) -> tuple[int, int]:
     return b, q
 
 
+def cpu_name() -> str:
+    """The CPU's model name (hosts differ between runs: a step took 3.7 s on one and 6.7 s on another)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/qa_synth.yaml")
@@ -112,7 +123,7 @@ def main(argv=None) -> int:
                          "epoch_steps": steps, "epoch_minutes": round(steps * statistics.mean(p["seconds"]) / 60, 1),
                          "timed_steps": len(p["seconds"])}
     out = {"config": args.config, "overrides": args.set, "train_questions": len(train_ex),
-           "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+           "threads": torch.get_num_threads(), "machine": cpu_name(),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
