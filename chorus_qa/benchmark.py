@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 
 from .datasets import QAExample, load_qa_split, scene_dir
 from .metrics import METRIC_NAMES, score_predictions
+from .situated import example_pose
 
 # metric -> label in the markdown tables
 MARKDOWN_METRICS = {
@@ -162,6 +163,7 @@ def predict_split(model, examples: Sequence[QAExample], data_dir, blind: bool, b
                     situations=situations if any(s is not None for s in situations) else None,
                     max_new_tokens=max_new_tokens,
                     blind=blind,
+                    poses=[example_pose(ex) for ex in batch],
                 )
                 if len(answers) != len(batch):
                     raise RuntimeError(f"model.generate returned {len(answers)} answers for {len(batch)} questions")

@@ -4,6 +4,8 @@ Prompt layout (chat template of the LLM, ChatML for SmolLM2)::
 
     <|im_start|>system\n{system prompt}\n<scene> x K<|im_end|>\n        <- shared prefix, cached per scene
     <|im_start|>user\n{situation} {question}<|im_end|>\n<|im_start|>assistant\n   <- per question
+    (with ``situated_tokens``, a question with the asker's pose: {situation} <scene> x n {question}, n situated
+    tokens of the occupied object slots; chorus_qa.situated)
     {answer}<|im_end|>                                                    <- the only labelled tokens
 
 The scene tokens and the system prompt come first so that the KV cache of that
@@ -32,17 +34,11 @@ from torch import Tensor, nn
 from data.atomic import atomic_directory
 
 from .projector import mlp2x_gelu
+from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (re-exported)
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-
-IGNORE_INDEX = -100
-
-
-def user_turn_text(question: str, situation: str | None = None) -> str:
-    """The user turn of a question: the SQA3D situation (if any) goes before the question."""
-    return question if not situation else f"{situation.strip()} {question}"
-
+from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, sector_ids
 
 @dataclass
 class QABatch:
@@ -52,6 +48,7 @@ class QABatch:
     pooled: instead of features/means/offset (left None), one PooledScene per sequence ("cell" pooling).
     questions / answers / situations: flat lists over all questions; ``turns`` [B] says how many consecutive
     questions each sequence asks about its scene as a multi-turn chat (None: one question per sequence).
+    poses: flat list of the askers' (x, y, yaw) (``situated.pose_of``) or None, read with ``situated_tokens``.
     """
 
     features: Tensor | None
@@ -62,6 +59,7 @@ class QABatch:
     situations: list[str | None] | None = None
     turns: list[int] | None = None
     pooled: list[PooledScene] | None = None
+    poses: list[tuple[float, float, float] | None] | None = None
 
 
 @dataclass
@@ -72,6 +70,7 @@ class SceneContext:
     length: int            # P
     num_scenes: int        # U
     blind: bool
+    pooled: list[PooledScene] | None = None  # the U pooled scenes (situated tokens of posed questions read them)
 
 
 def apply_lora(language_model, lora: LoraSettings):
@@ -83,7 +82,7 @@ def apply_lora(language_model, lora: LoraSettings):
     return get_peft_model(language_model, cfg)
 
 
-class ChorusQAModel(nn.Module):
+class ChorusQAModel(PromptBuilder, nn.Module):
     """Scene tokenizer + projector + language model (+ LoRA); the encoder is referenced, not owned."""
 
     def __init__(self, config: QAModelConfig, language_model, tokenizer):
@@ -109,6 +108,7 @@ class ChorusQAModel(nn.Module):
             self.relation_projector = mlp2x_gelu(config.token_dim, hidden)
             nn.init.zeros_(self.relation_projector[-1].weight)
             nn.init.zeros_(self.relation_projector[-1].bias)
+        self.situated = SituatedProjector(hidden) if config.situated_tokens else None
         device = self.causal_lm.get_input_embeddings().weight.device
         for module in self.trainable_modules().values():
             module.to(device)
@@ -122,6 +122,8 @@ class ChorusQAModel(nn.Module):
             self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
         if config.color_words:
             self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
+        if config.situated_words:
+            self.register_buffer("sector_embeds", self.word_embeddings(SECTOR_WORDS), persistent=False)
 
     def class_name_embeddings(self) -> Tensor:
         """``word_embeddings`` of the class names of the label set of ``config.segments``."""
@@ -186,100 +188,9 @@ class ChorusQAModel(nn.Module):
         modules = {"scene_tokenizer": self.scene_tokenizer, "projector": self.projector}
         if self.relation_projector is not None:
             modules["relation_projector"] = self.relation_projector
+        if self.situated is not None:
+            modules["situated_projector"] = self.situated
         return modules
-
-    # ------------------------------------------------------------------ prompts
-    def _render(self, messages, add_generation_prompt=False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-    def _system_message(self, blind: bool) -> dict:
-        text = self.config.system_prompt
-        if not blind:
-            text = text + "\n" + SCENE_TOKEN * self.config.num_placeholders
-        return {"role": "system", "content": text}
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def prefix_ids(self, blind: bool = False) -> list[int]:
-        """Token ids of the shared prefix (system prompt + K placeholders unless blind)."""
-        if blind not in self._prefix_cache:
-            ids = self._encode(self._render([self._system_message(blind)]))
-            expected = 0 if blind else self.config.num_placeholders
-            found = ids.count(self.scene_token_id)
-            if found != expected:
-                raise ValueError(f"the rendered prefix has {found} {SCENE_TOKEN} tokens, expected {expected}: "
-                                 f"the tokenizer splits or merges the placeholder")
-            self._prefix_cache[blind] = ids
-        return self._prefix_cache[blind]
-
-    def question_ids(self, question: str, situation: str | None = None) -> list[int]:
-        """Token ids of the user turn + assistant header that follow the prefix."""
-        user = user_turn_text(question, situation)
-        system = self._system_message(blind=True)
-        head = self._render([system])
-        full = self._render([system, {"role": "user", "content": user}], add_generation_prompt=True)
-        if not full.startswith(head):
-            raise ValueError("the chat template does not render the system turn as a prefix of the conversation; "
-                             "ChorusQAModel needs a template where it does (ChatML does)")
-        return self._encode(full[len(head):])
-
-    def answer_ids(self, answer: str) -> list[int]:
-        """Token ids of the answer followed by the end-of-turn token."""
-        return self._encode(answer.strip()) + [self.end_of_turn_id]
-
-    def follow_up_ids(self, history: Sequence[tuple[str, str]], question: str, situation: str | None = None) -> list[int]:
-        """Token ids that follow ``prefix + question_ids(q1) + answer_ids(a1) + ...`` for the next user turn.
-
-        ``history`` holds the (user text, answer) pairs already in the sequence; the ids are whatever the chat
-        template renders between the previous end-of-turn token and the next assistant header.
-        """
-        system = self._system_message(blind=True)
-        messages = [system]
-        for user, answer in history:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer.strip()}]
-        done = self._render(messages)
-        end = self.tokenizer.convert_ids_to_tokens(self.end_of_turn_id)
-        cut = done.rfind(end)
-        if cut < 0:
-            raise ValueError(f"the chat template does not end an assistant turn with {end!r}: cannot pack follow-up questions")
-        user = user_turn_text(question, situation)
-        full = self._render(messages + [{"role": "user", "content": user}], add_generation_prompt=True)
-        head = done[: cut + len(end)]
-        if not full.startswith(head):
-            raise ValueError("the chat template re-renders earlier turns when a turn is added; cannot pack follow-up questions")
-        return self._encode(full[len(head):])
-
-    def build_token_ids(self, questions: Sequence[str], answers: Sequence[str], situations=None, blind: bool = False,
-                        turns: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-        """Right-padded (input_ids [B, T], labels [B, T]); labels are IGNORE_INDEX except on the answer tokens.
-
-        ``turns`` packs consecutive questions into one multi-turn sequence per row (default: one per row).
-        """
-        situations = situations or [None] * len(questions)
-        turns = list(turns) if turns is not None else [1] * len(questions)
-        if sum(turns) != len(questions) or min(turns, default=1) < 1:
-            raise ValueError(f"turns {turns} must be positive and sum to the number of questions ({len(questions)})")
-        prefix = self.prefix_ids(blind)
-        rows, label_rows, q = [], [], 0
-        for n in turns:
-            row, labels, history = list(prefix), [IGNORE_INDEX] * len(prefix), []
-            for question, answer, situation in zip(questions[q:q + n], answers[q:q + n], situations[q:q + n], strict=True):
-                context = self.follow_up_ids(history, question, situation) if history else self.question_ids(question, situation)
-                target = self.answer_ids(answer)
-                row += context + target
-                labels += [IGNORE_INDEX] * len(context) + target
-                history.append((user_turn_text(question, situation), answer))
-            rows.append(row)
-            label_rows.append(labels)
-            q += n
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (r, l) in enumerate(zip(rows, label_rows)):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            labels[i, : len(l)] = torch.tensor(l)
-        return input_ids, labels
 
     # ------------------------------------------------------------------ embeddings
     def scene_embeddings(self, features: Tensor, means: Tensor, offset: Tensor | None = None,
@@ -295,11 +206,42 @@ class ChorusQAModel(nn.Module):
         if not cfg.pooled:
             tokens, _ = self.scene_tokenizer(features.to(device), means.to(device), offset)
             return self.projector(tokens if tokens.ndim == 3 else tokens.unsqueeze(0))
+        return self.pooled_embeddings(self.pool_scenes(features, means, offset, segments, colors, labels))
+
+    def pool_scenes(self, features: Tensor, means: Tensor, offset: Tensor | None = None, segments: Tensor | None = None,
+                    colors: Tensor | None = None, labels: Tensor | None = None) -> list[PooledScene]:
+        """The parameter-free pooling ("cell" / "objects") of one scene, or of B concatenated ones with ``offset``."""
+        cfg, device = self.scene_tokenizer.config, self.device
         per_gaussian = {"segments": segments, "colors": colors, "labels": labels}
-        pooled = [pool_scene(features[a:b].to(device), means[a:b].to(device), cfg, self.scene_tokenizer.training,
-                             **{k: None if v is None else v[a:b].to(device) for k, v in per_gaussian.items()})
-                  for a, b in scene_slices(offset, len(means))]
-        return self.pooled_embeddings(pooled)
+        return [pool_scene(features[a:b].to(device), means[a:b].to(device), cfg, self.scene_tokenizer.training,
+                           **{k: None if v is None else v[a:b].to(device) for k, v in per_gaussian.items()})
+                for a, b in scene_slices(offset, len(means))]
+
+    def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float]) -> Tensor:
+        """The situated tokens [n, H] of one scene seen from ``pose``, one per occupied slot in slot order (two per
+        slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
+        valid = pooled_valid(pooled).to(self.device)
+        offsets = egocentric(pooled.centres.to(self.device)[valid], pose)
+        ego = self.situated(offsets)
+        name = torch.zeros_like(ego)
+        if self.config.object_names:
+            name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][valid].to(ego.dtype)
+        if not self.config.situated_words:
+            return name + ego
+        word = self.sector_embeds[sector_ids(offsets)].to(ego.dtype)
+        return torch.stack([name, word + ego], 1).flatten(0, 1)
+
+    def situated_per_question(self, pooled: Sequence[PooledScene], poses, turns=None, blind: bool = False) -> list[Tensor | None]:
+        """The situated tokens of each question (None without a pose, blind or without ``situated_tokens``);
+        ``pooled`` holds the scene of each of the B rows, ``turns`` [B] how many questions each row asks."""
+        turns = list(turns) if turns is not None else [1] * len(pooled)
+        poses = list(poses) if poses is not None else [None] * sum(turns)
+        if len(poses) != sum(turns):
+            raise ValueError(f"{len(poses)} poses for {sum(turns)} questions")
+        if self.situated is None or blind or all(p is None for p in poses):
+            return [None] * len(poses)
+        rows = [b for b, n in enumerate(turns) for _ in range(n)]
+        return [None if pose is None else self.situated_embeddings(pooled[b], pose) for b, pose in zip(rows, poses)]
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
@@ -344,11 +286,21 @@ class ChorusQAModel(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, batch: QABatch, blind: bool = False) -> Tensor:
         """Mean cross-entropy over the answer tokens of the batch."""
-        input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind, batch.turns)
+        pooled, situated = batch.pooled, [None] * len(batch.questions)
+        if not blind and self.situated is not None and any(p is not None for p in batch.poses or []):
+            if pooled is None:
+                pooled = self.pool_scenes(batch.features, batch.means, batch.offset)
+            situated = self.situated_per_question(pooled, batch.poses, batch.turns)
+        input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind, batch.turns,
+                                                 [0 if t is None else len(t) for t in situated])
         if blind:
             scene = None
-        elif batch.pooled is not None:
-            scene = self.pooled_embeddings(batch.pooled)
+        elif pooled is not None:
+            scene = self.pooled_embeddings(pooled)
+            if any(t is not None for t in situated):
+                turns = batch.turns or [1] * len(pooled)
+                starts = [sum(turns[:b]) for b in range(len(turns))]
+                scene = interleave(scene, [[t for t in situated[a:a + n] if t is not None] for a, n in zip(starts, turns)])
         else:
             scene = self.scene_embeddings(batch.features, batch.means, batch.offset)
         return self.loss_from_ids(input_ids, labels, scene)
@@ -375,26 +327,31 @@ class ChorusQAModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def prepare_scenes(self, scene_embeds: Tensor | None) -> SceneContext:
-        """Run the shared prefix for U scenes (scene_embeds [U, K, H]) or, when None, the blind prefix."""
+    def prepare_scenes(self, scene_embeds: Tensor | None, pooled: Sequence[PooledScene] | None = None) -> SceneContext:
+        """Run the shared prefix for U scenes (scene_embeds [U, K, H]) or, when None, the blind prefix; ``pooled``: the
+        U pooled scenes, kept for the situated tokens of posed questions."""
         blind = scene_embeds is None
         ids = torch.tensor([self.prefix_ids(blind)], device=self.device)
         num = 1 if blind else scene_embeds.shape[0]
         ids = ids.expand(num, -1)
         embeds = self.embed(ids, scene_embeds)
         out = self.causal_lm.get_decoder()(inputs_embeds=embeds, use_cache=True)
-        return SceneContext(cache=out.past_key_values, length=ids.shape[1], num_scenes=num, blind=blind)
+        return SceneContext(cache=out.past_key_values, length=ids.shape[1], num_scenes=num, blind=blind,
+                            pooled=None if blind or pooled is None else list(pooled))
 
     def prepare_scene(self, features: Tensor, means: Tensor, segments: Tensor | None = None,
                       colors: Tensor | None = None, labels: Tensor | None = None) -> SceneContext:
         """Scene tokens + prefix KV cache of one scene, ready for many questions ("objects": + segments, colors, labels)."""
         with self._inference():
-            return self.prepare_scenes(self.scene_embeddings(features, means, segments=segments, colors=colors, labels=labels))
+            if not self.scene_tokenizer.config.pooled:
+                return self.prepare_scenes(self.scene_embeddings(features, means))
+            pooled = self.pool_scenes(features, means, None, segments, colors, labels)
+            return self.prepare_scenes(self.pooled_embeddings(pooled), pooled)
 
     def prepare_pooled(self, pooled: PooledScene) -> SceneContext:
         """``prepare_scene`` from an already pooled scene (identical to it for the inference pooling)."""
         with self._inference():
-            return self.prepare_scenes(self.pooled_embeddings([pooled]))
+            return self.prepare_scenes(self.pooled_embeddings([pooled]), [pooled])
 
     def _logits_last(self, hidden: Tensor) -> Tensor:
         logits = self.causal_lm.get_output_embeddings()(hidden[:, -1]).float()
@@ -402,14 +359,21 @@ class ChorusQAModel(nn.Module):
         return logits
 
     def decode_steps(self, context: SceneContext, rows: Tensor, questions: Sequence[str], situations=None,
-                     max_new_tokens: int = 16) -> Iterator[Tensor]:
+                     max_new_tokens: int = 16, poses=None) -> Iterator[Tensor]:
         """Greedy decoding after a prepared prefix; yields the next token ids [B] at each step.
 
         rows [B]: which context scene each question uses. The context itself is not modified.
         Question turns are left-padded *after* the prefix; explicit position ids skip the padding.
+        ``poses``: the askers' poses (or None), for the situated tokens.
         """
         situations = situations or [None] * len(questions)
-        suffixes = [self.question_ids(q, s) for q, s in zip(questions, situations, strict=True)]
+        if poses is not None and any(p is not None for p in poses) and self.situated is not None and not context.blind \
+                and context.pooled is None:
+            raise ValueError("posed questions need a context prepared from pooled scenes (prepare_scene / prepare_pooled)")
+        situated = self.situated_per_question([context.pooled[int(r)] for r in rows] if context.pooled else [None] * len(rows),
+                                              poses, blind=context.blind)
+        suffixes = [self.question_ids(q, s, 0 if t is None else len(t))
+                    for q, s, t in zip(questions, situations, situated, strict=True)]
         b, width, p = len(suffixes), max(len(s) for s in suffixes), context.length
         cache = copy.deepcopy(context.cache)
         cache.batch_select_indices(rows.to(self.device))
@@ -423,7 +387,11 @@ class ChorusQAModel(nn.Module):
             positions[i, width - len(s):] = torch.arange(p, p + len(s), device=self.device)
         decoder = self.causal_lm.get_decoder()
         embed = self.causal_lm.get_input_embeddings()
-        out = decoder(inputs_embeds=embed(ids), attention_mask=mask, position_ids=positions,
+        first = embed(ids)
+        if any(t is not None and len(t) for t in situated):
+            first = merge_scene_tokens(first, ids, interleave(None, [[] if t is None else [t] for t in situated]),
+                                       self.scene_token_id)
+        out = decoder(inputs_embeds=first, attention_mask=mask, position_ids=positions,
                       past_key_values=cache, use_cache=True)
         next_pos = positions[:, -1:] + 1
         stops = torch.tensor(self.stop_token_ids, device=self.device)
@@ -446,7 +414,7 @@ class ChorusQAModel(nn.Module):
         return self.tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
 
     def generate(self, scenes, questions: Sequence[str], situations=None, max_new_tokens: int = 16,
-                 blind: bool = False) -> list[str]:
+                 blind: bool = False, poses=None) -> list[str]:
         """Batched greedy answers (deterministic).
 
         scenes: a SceneContext (from ``prepare_scene``; one scene for all questions, or one per question);
@@ -461,7 +429,7 @@ class ChorusQAModel(nn.Module):
             return []
         with self._inference():
             context, rows = self._context_for(scenes, len(questions), blind)
-            steps = list(self.decode_steps(context, rows, questions, situations, max_new_tokens))
+            steps = list(self.decode_steps(context, rows, questions, situations, max_new_tokens, poses))
         tokens = torch.stack(steps, 1).tolist()
         return [self._decode_text(t) for t in tokens]
 
@@ -479,9 +447,11 @@ class ChorusQAModel(nn.Module):
             rows = [unique.setdefault(id(pair[0]), len(unique)) for pair in scenes]
             firsts = {row: pair for pair, row in zip(scenes, rows)}
             # (features, means) or, for "objects" pooling, (features, means, segments, colors[, labels])
-            embeds = torch.cat([self.scene_embeddings(firsts[r][0], firsts[r][1], None, *firsts[r][2:])
-                                for r in range(len(unique))], 0)
-            return self.prepare_scenes(embeds), torch.tensor(rows, dtype=torch.long)
+            if not self.scene_tokenizer.config.pooled:
+                embeds = torch.cat([self.scene_embeddings(firsts[r][0], firsts[r][1]) for r in range(len(unique))], 0)
+                return self.prepare_scenes(embeds), torch.tensor(rows, dtype=torch.long)
+            pooled = [self.pool_scenes(firsts[r][0], firsts[r][1], None, *firsts[r][2:])[0] for r in range(len(unique))]
+            return self.prepare_scenes(self.pooled_embeddings(pooled), pooled), torch.tensor(rows, dtype=torch.long)
         else:
             raise TypeError(f"generate: scenes of type {type(scenes).__name__}; expected SceneContext, Tensor or list of (features, means)")
         if context.num_scenes == 1:

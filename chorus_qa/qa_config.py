@@ -61,6 +61,10 @@ class QAModelConfig:
                                          # a learned bias from their pairwise offsets before the projector; 0 = none
     relation_tokens: bool = False        # "objects" pooling: the relation layers' output becomes a token of its own after
                                          # each object (and colour) token instead of changing the object token
+    situated_tokens: bool = False        # a question with the asker's pose (SQA3D position + rotation) gets a token per
+                                         # object after its situation text: the object as seen from that pose (chorus_qa.situated)
+    situated_words: bool = False         # ... two per object: its name, then the word of its quarter of the view
+                                         # (front / left / behind / right) plus the learned egocentric projection
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -83,6 +87,11 @@ class QAModelConfig:
         elif self.segments is not None or self.object_names or self.color_words or self.relation_tokens:
             raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens / relation_tokens are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
+        if self.situated_tokens and self.pooling not in ("cell", "objects"):
+            raise ValueError(f"QAModelConfig.situated_tokens needs pooled object or cell centres: pooling 'objects' or "
+                             f"'cell', not {self.pooling!r}")
+        if self.situated_words and not self.situated_tokens:
+            raise ValueError("QAModelConfig.situated_words is a form of situated_tokens; set situated_tokens: true too")
         if self.color_names and self.color_tokens:
             raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
                              "(colour word as its own token) are alternatives; set one")

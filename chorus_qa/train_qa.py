@@ -41,6 +41,7 @@ from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSour
 from chorus_qa.model import ChorusQAModel, QABatch
 from chorus_qa.qa_config import QAModelConfig, strict_from_dict
 from chorus_qa.scene_tokens import POOLED_POOLINGS, PooledScene, SceneTokenizerConfig, pool_scene, pooled_from_tensors
+from chorus_qa.situated import example_pose
 from data.atomic import atomic_directory
 
 TRAINER_STATE = "trainer_state.json"
@@ -307,6 +308,7 @@ def make_packed_batch(groups, store, rng: random.Random) -> QABatch:
         **scene_inputs, questions=[ex.question for ex in flat],
         answers=[rng.choice(ex.answers) for ex in flat], situations=[ex.situation for ex in flat],
         turns=None if all(len(g) == 1 for g in groups) else [len(g) for g in groups],
+        poses=[example_pose(ex) for ex in flat],
     )
 
 
@@ -349,7 +351,7 @@ def evaluate_em(model: ChorusQAModel, examples, store, cfg: TrainQAConfig, blind
         for i in range(0, len(group), cfg.eval_batch_size):
             chunk = group[i:i + cfg.eval_batch_size]
             preds = model.generate(context, [e.question for e in chunk], [e.situation for e in chunk],
-                                   max_new_tokens=cfg.max_new_tokens, blind=blind)
+                                   max_new_tokens=cfg.max_new_tokens, blind=blind, poses=[example_pose(e) for e in chunk])
             for ex, pred in zip(chunk, preds):
                 hit = float(exact_match(pred, ex.answers))
                 hits.append(hit)

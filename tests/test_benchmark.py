@@ -38,7 +38,7 @@ class FakeQAModel:
         self.prepared.append(features)
         return {"scene": features}
 
-    def generate(self, scenes, questions, situations=None, max_new_tokens=16, blind=False):
+    def generate(self, scenes, questions, situations=None, max_new_tokens=16, blind=False, poses=None):
         self.batch_sizes.append(len(questions))
         if blind:
             assert scenes is None

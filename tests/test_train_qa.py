@@ -71,7 +71,7 @@ def test_evaluate_em_shuffled_scene_control():
             return scene_id
 
     class Model:  # answers every question with the name of the scene it was shown
-        def generate(self, context, questions, situations=None, max_new_tokens=8, blind=False):
+        def generate(self, context, questions, situations=None, max_new_tokens=8, blind=False, poses=None):
             return ["none" if blind else context] * len(questions)
 
     examples = [QAExample(s, f"{s}-{i}", "which room is this?", [s], type=t)
@@ -251,6 +251,25 @@ def test_object_tokens_train_cache_and_benchmark_loader(tiny_world, tmp_path):
     assert torch.allclose(tokens, cached, atol=1e-2)
     with pytest.raises(ValueError, match="pooled_variants"):
         TrainQAConfig.from_dict({**d, "pooled_variants": 0})
+
+
+def test_situated_tokens_train_from_posed_questions_and_evaluate(tiny_world, tmp_path):
+    """Posed (situated) questions of the synthetic world reach the situated projector in training (it starts at
+    zero and moves) and evaluation answers them with their poses (situated_words: name + quarter-word tokens)."""
+    from chorus_qa.model import ChorusQAModel
+
+    d = tiny_config_dict(tiny_world, tmp_path / "run")
+    d["model"].update(pooling="objects", segments={"source": "gt"}, object_names=True, situated_tokens=True,
+                      situated_words=True)
+    d.update(feature_cache=str(tmp_path / "cache"), max_train_examples=16, max_val_examples=8, questions_per_sequence=4,
+             batch_size=2, stage1={"epochs": 0, "lr": 3e-3})
+    cfg_path = tmp_path / "situated.yaml"
+    cfg_path.write_text(yaml.safe_dump(d))
+    assert main(["--config", str(cfg_path), "--no-progress"]) == 0  # 4 of the 16 sampled questions have a pose
+    model = ChorusQAModel.from_pretrained(tmp_path / "run" / "last")
+    assert model.config.situated_words and torch.count_nonzero(model.situated.mlp[-1].weight) > 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["eval"][-1]["n"] == 8
 
 
 def _raw_source_and_segmenter(model):

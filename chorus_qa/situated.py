@@ -1,0 +1,117 @@
+"""Situated tokens: the scene's objects as seen from the asker's position and facing (``situated_tokens: true``).
+
+SQA3D-style questions come with the asker's pose (``QAExample.position`` / ``rotation``). The scene tokens at the
+front of the prompt are shared by every question about a scene (their KV cache is reused), so they cannot carry a
+per-question frame. Instead a posed question's user turn gets more ``<scene>`` positions after its situation text,
+one group per occupied object slot (empty slots get none), in the slots' order::
+
+    <|im_start|>user\n{situation} <scene> x n {question}<|im_end|>
+
+Each group is the slot's class-name word (``object_names``) plus a learned, zero-initialised projection of where the
+object lies in the asker's frame: ahead, to the left, above (metres), distance and bearing. "What is on my left?"
+then asks which of these tokens has a leftward bearing, instead of asking a 135M-parameter LLM to rotate
+coordinates in its head. With ``situated_words`` a group is two tokens: the class-name word, then the word of the
+object's quarter of the asker's view (front / left / behind / right, split at +-45 and +-135 degrees) with the
+learned projection added to it, so the scene reads "bed left chair behind lamp front" in words the LLM already
+knows, the way colour words made colour readable. Questions without a pose, blind runs and the app's chat (which
+has no pose) are unchanged.
+
+Pose convention: the facing direction is the quaternion ``rotation`` [x, y, z, w] applied to +x, projected onto
+the floor (the synthetic world writes yaw-only quaternions this way). Bearings are counter-clockwise from the
+facing direction, so "left" is positive.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .projector import mlp2x_gelu
+
+EGO_FREQUENCIES = (0.25, 0.5, 1.0, 2.0, 4.0)  # cycles per metre of the ahead / left / up offsets
+EGO_FEATURES = 3 * 2 * len(EGO_FREQUENCIES) + 3  # Fourier terms + (bearing sin, bearing cos, log distance)
+SECTOR_WORDS = ("front", "left", "behind", "right")  # quarters of the view, counter-clockwise from the facing
+
+
+def pose_of(position: Sequence[float] | None, rotation: Sequence[float] | None) -> tuple[float, float, float] | None:
+    """(x, y, yaw) on the floor of a pose given as position [x, y, z] and quaternion [x, y, z, w]; None if either is
+    missing. yaw is the angle of the facing direction (the quaternion applied to +x) from the +x axis."""
+    if position is None or rotation is None:
+        return None
+    if len(position) != 3 or len(rotation) != 4:
+        raise ValueError(f"pose_of: position {list(position)} (3 values) and rotation {list(rotation)} (x, y, z, w) expected")
+    qx, qy, qz, qw = (float(v) for v in rotation)
+    norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not norm > 0:
+        raise ValueError(f"pose_of: rotation {list(rotation)} is not a quaternion (zero norm)")
+    qx, qy, qz, qw = qx / norm, qy / norm, qz / norm, qw / norm
+    # first column of the rotation matrix = the image of +x
+    fx, fy = 1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy + qz * qw)
+    if math.hypot(fx, fy) < 1e-6:
+        raise ValueError(f"pose_of: rotation {list(rotation)} faces straight up or down; no facing on the floor")
+    return float(position[0]), float(position[1]), math.atan2(fy, fx)
+
+
+def example_pose(example) -> tuple[float, float, float] | None:
+    """``pose_of`` a QAExample's position and rotation (None for questions without a pose)."""
+    return pose_of(example.position, example.rotation)
+
+
+def egocentric(centres: Tensor, pose: tuple[float, float, float]) -> Tensor:
+    """Offsets [K, 3] of object centres [K, 3] (metres) in the asker's frame: (ahead, left, up) of ``pose``."""
+    x, y, yaw = pose
+    d = centres.float() - torch.tensor([x, y, 0.0], device=centres.device)
+    c, s = math.cos(yaw), math.sin(yaw)
+    ahead = d[:, 0] * c + d[:, 1] * s
+    left = -d[:, 0] * s + d[:, 1] * c
+    return torch.stack([ahead, left, d[:, 2]], 1)
+
+
+def ego_features(offsets: Tensor) -> Tensor:
+    """[K, EGO_FEATURES]: sin/cos of the (ahead, left, up) offsets at ``EGO_FREQUENCIES``, the bearing's sine and
+    cosine (counter-clockwise from ahead) and log(1 + floor distance)."""
+    freqs = torch.tensor(EGO_FREQUENCIES, device=offsets.device) * 2 * math.pi
+    angles = (offsets[:, :, None] * freqs).flatten(1)
+    floor = offsets[:, :2]
+    dist = floor.norm(dim=1)
+    bearing = torch.atan2(floor[:, 1], floor[:, 0])
+    return torch.cat([angles.sin(), angles.cos(), bearing.sin()[:, None], bearing.cos()[:, None],
+                      torch.log1p(dist)[:, None]], 1)
+
+
+def sector_ids(offsets: Tensor) -> Tensor:
+    """[K] index into ``SECTOR_WORDS`` of egocentric offsets [K, 3]: front for bearings in [-45, 45) degrees, left
+    [45, 135), behind [135, 225), right [-135, -45)."""
+    bearing = torch.atan2(offsets[:, 1], offsets[:, 0])
+    return torch.remainder(torch.floor((bearing + math.pi / 4) / (math.pi / 2)), 4).long()
+
+
+class SituatedProjector(nn.Module):
+    """Egocentric features of each object slot -> a residual in the LLM's hidden size (zero at initialisation)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.mlp = mlp2x_gelu(EGO_FEATURES, hidden)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, offsets: Tensor) -> Tensor:
+        """Egocentric offsets [K, 3] (``egocentric``) -> [K, hidden]."""
+        weight = self.mlp[0].weight
+        return self.mlp(ego_features(offsets.to(weight.device)).to(weight.dtype))
+
+
+def interleave(scene: Tensor | None, ego: Sequence[Sequence[Tensor]]) -> Tensor:
+    """The fill order of the ``<scene>`` positions of B rows: row b's scene tokens scene[b] [P, H] (none when
+    ``scene`` is None), then the situated tokens [n, H] of each of its posed questions in order -> [1, T, H]."""
+    parts = []
+    for b, row in enumerate(ego):
+        if scene is not None:
+            parts.append(scene[b])
+        parts.extend(row)
+    if not parts:
+        raise ValueError("interleave: no scene or situated tokens to place")
+    return torch.cat([p.to(parts[0].dtype) for p in parts], 0).unsqueeze(0)

@@ -1,0 +1,253 @@
+"""Situated tokens (chorus_qa.situated): poses, the asker's frame, prompt placement, training and inference."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from chorus_qa.model import SCENE_TOKEN, ChorusQAModel, QABatch, QAModelConfig, merge_scene_tokens
+from chorus_qa.situated import EGO_FEATURES, SECTOR_WORDS, ego_features, egocentric, interleave, pose_of, sector_ids
+from tests.test_qa_model import FEAT, K, random_scene, tiny_config
+
+
+def yaw_quaternion(yaw):
+    """The quaternion the synthetic world writes for a facing of angle ``yaw`` (data/synth/qa.py)."""
+    return [0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)]
+
+
+def test_pose_of_reads_the_facing_from_the_quaternion():
+    for yaw in (-3.0, -math.pi / 2, 0.0, 0.5, 2.9):
+        x, y, got = pose_of([1.0, 2.0, 0.3], yaw_quaternion(yaw))
+        assert (x, y) == (1.0, 2.0) and math.isclose(got, yaw, abs_tol=1e-9)
+        assert math.isclose(pose_of([0, 0, 0], [3 * v for v in yaw_quaternion(yaw)])[2], yaw, abs_tol=1e-9)  # unnormalised
+    assert pose_of(None, [0, 0, 0, 1]) is None and pose_of([0, 0, 0], None) is None
+    with pytest.raises(ValueError, match="zero norm"):
+        pose_of([0, 0, 0], [0, 0, 0, 0])
+    s = math.sin(-math.pi / 4)  # -90 degrees about y: +x turns to +z, no facing on the floor
+    with pytest.raises(ValueError, match="straight up"):
+        pose_of([0, 0, 0], [0.0, s, 0.0, math.cos(-math.pi / 4)])
+    with pytest.raises(ValueError, match="3 values"):
+        pose_of([0, 0], [0, 0, 0, 1])
+
+
+def test_egocentric_bearings_follow_the_synthetic_worlds_rule():
+    """atan2(left, ahead) of every object is the bearing data.synth.qa uses to write the answers."""
+    from data.synth.qa import bearing
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pos, yaw = rng.uniform(-3, 3, 2), rng.uniform(-math.pi, math.pi)
+        facing = np.array([math.cos(yaw), math.sin(yaw)])
+        pts = rng.uniform(-4, 4, (12, 3))
+        pose = pose_of([pos[0], pos[1], 0.0], yaw_quaternion(math.atan2(facing[1], facing[0])))
+        off = egocentric(torch.tensor(pts), pose)
+        got = torch.rad2deg(torch.atan2(off[:, 1], off[:, 0])).tolist()
+        ref = [bearing(pos, facing, p[:2]) for p in pts]
+        assert np.allclose(got, ref, atol=1e-3)
+        assert np.allclose(off[:, :2].norm(dim=1).numpy(), np.linalg.norm(pts[:, :2] - pos, axis=1), atol=1e-5)
+        assert np.allclose(off[:, 2].numpy(), pts[:, 2], atol=1e-6)
+    left_of_origin = egocentric(torch.tensor([[0.0, 2.0, 1.0]]), (0.0, 0.0, 0.0))
+    assert torch.allclose(left_of_origin, torch.tensor([[0.0, 2.0, 1.0]]))
+    feats = ego_features(left_of_origin)
+    assert feats.shape == (1, EGO_FEATURES)
+    assert torch.allclose(feats[0, -3:], torch.tensor([1.0, 0.0, math.log1p(2.0)]), atol=1e-6)  # bearing +90 degrees
+
+
+def test_interleave_orders_rows_then_their_posed_questions():
+    scene = torch.arange(2 * 3 * 1.0).reshape(2, 3, 1)
+    a, b = torch.full((2, 1), 10.0), torch.full((2, 1), 20.0)
+    out = interleave(scene, [[a], [b, a]])
+    assert out.shape == (1, 3 + 2 + 3 + 4, 1)
+    assert out.flatten().tolist() == [0, 1, 2, 10, 10, 3, 4, 5, 20, 20, 10, 10]
+    assert interleave(None, [[], [b]]).flatten().tolist() == [20, 20]
+    with pytest.raises(ValueError, match="no scene"):
+        interleave(None, [[], []])
+
+
+@pytest.fixture
+def situated_model():
+    model = ChorusQAModel.build(tiny_config(situated_tokens=True))
+    model.eval()
+    return model
+
+
+def perturb(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+
+
+def test_config_needs_pooled_centres():
+    with pytest.raises(ValueError, match="situated_tokens"):
+        QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="knn", situated_tokens=True)
+
+
+def test_posed_questions_get_placeholders_in_their_own_turn(situated_model):
+    m = situated_model
+    pose = (0.0, 0.0, 0.3)
+    p = m.config.num_placeholders
+    f, means = random_scene()
+    pooled = m.pool_scenes(f, means)[0]
+    tokens = m.situated_per_question([pooled], [pose, None], turns=[2])
+    assert tokens[1] is None and tokens[0].shape == (K, m.causal_lm.config.hidden_size)  # cells: every slot occupied
+    ids, labels = m.build_token_ids(["what is on my left?", "how many chairs?"], ["bed", "2"],
+                                    situations=["i am at the door.", None], turns=[2], ego_counts=[K, 0])
+    assert int((ids == m.scene_token_id).sum()) == p + K
+    # the K come after the situation and before the question, in the first turn only
+    q_ids = m.question_ids("what is on my left?", "i am at the door.", K)
+    assert q_ids.count(m.scene_token_id) == K
+    text = m.tokenizer.decode(q_ids)
+    assert text.index("door") < text.index(SCENE_TOKEN) < text.index("left")
+    assert m.situated_per_question([pooled], [pose], blind=True) == [None]
+    with pytest.raises(ValueError, match="blind"):
+        m.build_token_ids(["what is on my left?"], ["bed"], blind=True, ego_counts=[K])
+    with pytest.raises(ValueError, match="2 poses for 1 questions"):
+        m.situated_per_question([pooled], [pose, pose])
+    plain = ChorusQAModel(tiny_config(), m.language_model, m.tokenizer)  # no situated_tokens: poses are ignored
+    assert plain.situated_per_question([pooled], [pose]) == [None]
+
+
+def test_situated_tokens_start_at_zero_and_are_rigid_invariant(situated_model):
+    m = situated_model
+    f, means = random_scene()
+    pooled = m.pool_scenes(f, means)[0]
+    assert torch.count_nonzero(m.situated_embeddings(pooled, (1.0, 2.0, 0.4))) == 0
+    perturb(m.situated)
+    a = m.situated_embeddings(pooled, (1.0, 2.0, 0.4))
+    assert torch.count_nonzero(a) > 0
+    assert not torch.allclose(a, m.situated_embeddings(pooled, (1.0, 2.0, 0.4 + math.pi / 2)), atol=1e-4)
+    # move the room and the asker together (turn by 0.7 rad about z, then shift): the tokens stay the same
+    c, s = math.cos(0.7), math.sin(0.7)
+    rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    shift = torch.tensor([5.0, -3.0, 0.0])  # heights stay measured from the floor (z = 0)
+    moved = type(pooled)(**{**pooled.__dict__, "centres": pooled.centres @ rot.T + shift})
+    px, py = (rot @ torch.tensor([1.0, 2.0, 0.0]) + shift)[:2].tolist()
+    b = m.situated_embeddings(moved, (px, py, 0.4 + 0.7))
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_posed_batch_trains_the_situated_projector(situated_model):
+    m = situated_model
+    scenes = [random_scene(200, s) for s in range(2)]
+    feats, means = torch.cat([f for f, _ in scenes]), torch.cat([x for _, x in scenes])
+    offset = torch.tensor([200, 400])
+    batch = QABatch(feats, means, offset, ["what is on my left?", "what colour?", "what is behind me?"],
+                    ["bed", "red", "door"], situations=["at the door.", None, "at the bed."], turns=[2, 1],
+                    poses=[(0.5, 0.5, 0.0), None, (1.0, 2.0, 2.0)])
+    m.train()
+    m.set_trainable(2)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-2)
+    losses = []
+    for _ in range(12):
+        loss = m(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert torch.count_nonzero(m.situated.mlp[-1].weight) > 0
+
+
+def test_decoding_with_a_pose_matches_the_training_layout(situated_model, tmp_path):
+    """decode_steps (cached prefix, left-padded suffix with situated tokens) = greedy on the full training layout."""
+    m = situated_model
+    perturb(m.situated)
+    f, means = random_scene()
+    pooled = m.pool_scenes(f, means)[0]
+    pose, situation, question = (1.0, 1.0, -0.8), "i am at the door.", "what is on my left?"
+    with torch.no_grad():
+        scene = m.pooled_embeddings([pooled])
+        placed = interleave(scene, [[m.situated_embeddings(pooled, pose)]])
+        ids = m.prefix_ids() + m.question_ids(question, situation, K)
+        ref = []
+        for _ in range(5):
+            t = torch.tensor([ids])
+            embeds = merge_scene_tokens(m.causal_lm.get_input_embeddings()(t), t, placed, m.scene_token_id)
+            logits = m.causal_lm(inputs_embeds=embeds).logits[0, -1].clone()
+            logits[m.scene_token_id] = float("-inf")
+            ref.append(int(logits.argmax()))
+            ids.append(ref[-1])
+    context = m.prepare_scene(f, means)
+    assert ids.count(m.scene_token_id) == m.config.num_placeholders + K
+    with torch.inference_mode():
+        got = torch.stack(list(m.decode_steps(context, torch.zeros(2, dtype=torch.long), [question, "why?"],
+                                              [situation, None], max_new_tokens=5, poses=[pose, None])), 1)
+    stop = next((j for j, t in enumerate(ref) if t in m.stop_token_ids), 4)
+    assert got[0].tolist()[: stop + 1] == ref[: stop + 1]
+    # the unposed question in the same batch answers as it does alone
+    alone = m.generate(context, ["why?"], max_new_tokens=5)
+    assert m.generate(context, [question, "why?"], [situation, None], max_new_tokens=5, poses=[pose, None])[1] == alone[0]
+    # a context without pooled scenes cannot place situated tokens
+    tokens = torch.randn(1, K, m.config.token_dim)
+    with pytest.raises(ValueError, match="pooled"):
+        m.generate(tokens, [question], [situation], poses=[pose])
+    # save / load keeps the situated projector
+    m.save_pretrained(tmp_path / "ckpt")
+    back = ChorusQAModel.from_pretrained(tmp_path / "ckpt")
+    assert torch.allclose(back.situated_embeddings(pooled, pose), m.situated_embeddings(pooled, pose), atol=1e-6)
+
+
+def object_situated_model(**overrides):
+    cfg = QAModelConfig(feature_dim=6, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+                        segments={"source": "gt"}, object_names=True, color_tokens=True, situated_tokens=True,
+                        lora={"r": 4, "alpha": 8}, **overrides)
+    return ChorusQAModel.build(cfg).eval()
+
+
+def three_pooled_objects(model):
+    from chorus_qa.scene_tokens import pool_scene
+    from tests.test_object_tokens import three_objects
+
+    f, means, s, c = three_objects()
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    return pool_scene(f, means, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+
+
+def test_object_situated_tokens_start_as_the_class_name_words():
+    model = object_situated_model()
+    pooled = three_pooled_objects(model)
+    last = model.name_embeds.shape[0] - 1
+    with torch.no_grad():
+        got = model.situated_embeddings(pooled, (0.0, 0.0, 1.0))
+        # three segments in four slots: the empty slot gets no token; the unlabelled segment starts at zeros
+        assert torch.equal(got, model.name_embeds[torch.tensor([5, 9, last])].to(got.dtype))
+        perturb(model.situated)
+        moved = model.situated_embeddings(pooled, (0.0, 0.0, 1.0))
+    assert moved.shape == got.shape and not torch.allclose(moved, got)
+
+
+def test_sector_ids_follow_the_synthetic_worlds_quarters():
+    """sector_ids names the quarter data.synth.qa.sector_of gives each bearing (its boundaries are +-45, +-135)."""
+    from data.synth.qa import sector_of
+
+    rng = np.random.default_rng(1)
+    angles = rng.uniform(-180, 180, 500)
+    angles = angles[np.min(np.abs(np.abs(angles)[:, None] - [45.0, 135.0]), 1) > 1e-3]
+    rad = np.radians(angles)
+    offsets = torch.tensor(np.stack([np.cos(rad), np.sin(rad), np.zeros_like(rad)], 1) * rng.uniform(0.2, 5, (len(rad), 1)))
+    got = [SECTOR_WORDS[i] for i in sector_ids(offsets).tolist()]
+    assert got == [sector_of(a) for a in angles]
+
+
+def test_situated_words_read_name_then_quarter_word():
+    model = object_situated_model(situated_words=True)
+    pooled = three_pooled_objects(model)
+    pose = (0.3, -0.2, 2.0)
+    offsets = egocentric(pooled.centres[:3], pose)
+    last = model.name_embeds.shape[0] - 1
+    with torch.no_grad():
+        got = model.situated_embeddings(pooled, pose)
+        names = model.name_embeds[torch.tensor([5, 9, last])]
+        words = model.sector_embeds[sector_ids(offsets)]
+        assert torch.equal(got, torch.stack([names, words], 1).flatten(0, 1).to(got.dtype))
+        # the learned projection goes onto the quarter word, never onto the name
+        perturb(model.situated)
+        moved = model.situated_embeddings(pooled, pose)
+    assert torch.equal(moved[0::2], got[0::2]) and not torch.allclose(moved[1::2], got[1::2])
+    ref = model.word_embeddings(["left"])[0]
+    assert torch.equal(model.sector_embeds[SECTOR_WORDS.index("left")], ref)
+    with pytest.raises(ValueError, match="situated_tokens"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      situated_words=True)
