@@ -218,14 +218,16 @@ class ChorusQAModel(PromptBuilder, nn.Module):
                 for a, b in scene_slices(offset, len(means))]
 
     def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float]) -> Tensor:
-        """The situated tokens [n, H] of one scene seen from ``pose``, one per occupied slot in slot order (two per
-        slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
+        """The situated tokens [n, H] of one scene seen from ``pose``, one per occupied slot, nearest to the asker first
+        (two per slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
         valid = pooled_valid(pooled).to(self.device)
         offsets = egocentric(pooled.centres.to(self.device)[valid], pose)
+        order = offsets[:, :2].norm(dim=1).argsort(stable=True)  # nearest first: "what is on my left?" = first left one
+        offsets = offsets[order]
         ego = self.situated(offsets)
         name = torch.zeros_like(ego)
         if self.config.object_names:
-            name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][valid].to(ego.dtype)
+            name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][valid][order].to(ego.dtype)
         if not self.config.situated_words:
             return name + ego
         word = self.sector_embeds[sector_ids(offsets)].to(ego.dtype)

@@ -3,7 +3,7 @@
 SQA3D-style questions come with the asker's pose (``QAExample.position`` / ``rotation``). The scene tokens at the
 front of the prompt are shared by every question about a scene (their KV cache is reused), so they cannot carry a
 per-question frame. Instead a posed question's user turn gets more ``<scene>`` positions after its situation text,
-one group per occupied object slot (empty slots get none), in the slots' order::
+one group per occupied object slot (empty slots get none), nearest to the asker first (on the floor)::
 
     <|im_start|>user\n{situation} <scene> x n {question}<|im_end|>
 

@@ -209,12 +209,16 @@ def test_object_situated_tokens_start_as_the_class_name_words():
     model = object_situated_model()
     pooled = three_pooled_objects(model)
     last = model.name_embeds.shape[0] - 1
+    pose = (0.0, 0.0, 1.0)
+    near = egocentric(pooled.centres[:3], pose)[:, :2].norm(dim=1).argsort().tolist()
+    assert near != [0, 1, 2]  # so the test sees the reordering
     with torch.no_grad():
-        got = model.situated_embeddings(pooled, (0.0, 0.0, 1.0))
-        # three segments in four slots: the empty slot gets no token; the unlabelled segment starts at zeros
-        assert torch.equal(got, model.name_embeds[torch.tensor([5, 9, last])].to(got.dtype))
+        got = model.situated_embeddings(pooled, pose)
+        # three segments in four slots: the empty slot gets no token; the unlabelled segment starts at zeros;
+        # nearest to the asker first
+        assert torch.equal(got, model.name_embeds[torch.tensor([5, 9, last])[near]].to(got.dtype))
         perturb(model.situated)
-        moved = model.situated_embeddings(pooled, (0.0, 0.0, 1.0))
+        moved = model.situated_embeddings(pooled, pose)
     assert moved.shape == got.shape and not torch.allclose(moved, got)
 
 
@@ -236,10 +240,12 @@ def test_situated_words_read_name_then_quarter_word():
     pooled = three_pooled_objects(model)
     pose = (0.3, -0.2, 2.0)
     offsets = egocentric(pooled.centres[:3], pose)
+    near = offsets[:, :2].norm(dim=1).argsort()
+    offsets = offsets[near]
     last = model.name_embeds.shape[0] - 1
     with torch.no_grad():
         got = model.situated_embeddings(pooled, pose)
-        names = model.name_embeds[torch.tensor([5, 9, last])]
+        names = model.name_embeds[torch.tensor([5, 9, last])[near]]
         words = model.sector_embeds[sector_ids(offsets)]
         assert torch.equal(got, torch.stack([names, words], 1).flatten(0, 1).to(got.dtype))
         # the learned projection goes onto the quarter word, never onto the name
