@@ -38,7 +38,8 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, sector_ids
+from .situated import (SECTOR_WORDS, SituatedProjector, anchor_pose, egocentric, find_anchor, interleave, is_spatial,
+                       sector_ids)
 
 @dataclass
 class QABatch:
@@ -118,6 +119,7 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         self.end_of_turn_id = vocab["<|im_end|>"] if "<|im_end|>" in vocab else tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0]
         self._prefix_cache: dict[bool, list[int]] = {}
+        self._anchor_vocab: tuple[list[str], list[str]] | None = None
         if config.object_names:
             self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
         if config.color_words:
@@ -233,17 +235,41 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         word = self.sector_embeds[sector_ids(offsets)].to(ego.dtype)
         return torch.stack([name, word + ego], 1).flatten(0, 1)
 
-    def situated_per_question(self, pooled: Sequence[PooledScene], poses, turns=None, blind: bool = False) -> list[Tensor | None]:
-        """The situated tokens of each question (None without a pose, blind or without ``situated_tokens``);
-        ``pooled`` holds the scene of each of the B rows, ``turns`` [B] how many questions each row asks."""
+    def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
+                              blind: bool = False) -> list[Tensor | None]:
+        """The situated tokens of each question: from its pose, or (``anchor_frames``) from the frame of the object its
+        text names first; None without either, blind or without ``situated_tokens``. ``pooled`` holds the scene of
+        each of the B rows, ``turns`` [B] how many questions each row asks."""
         turns = list(turns) if turns is not None else [1] * len(pooled)
-        poses = list(poses) if poses is not None else [None] * sum(turns)
-        if len(poses) != sum(turns):
-            raise ValueError(f"{len(poses)} poses for {sum(turns)} questions")
-        if self.situated is None or blind or all(p is None for p in poses):
-            return [None] * len(poses)
-        rows = [b for b, n in enumerate(turns) for _ in range(n)]
-        return [None if pose is None else self.situated_embeddings(pooled[b], pose) for b, pose in zip(rows, poses)]
+        n = sum(turns)
+        poses = list(poses) if poses is not None else [None] * n
+        questions = list(questions) if questions is not None else [None] * n
+        if len(poses) != n or len(questions) != n:
+            raise ValueError(f"situated_per_question: {len(poses)} poses and {len(questions)} question texts for {n} questions")
+        if self.situated is None or blind:
+            return [None] * n
+        rows = [b for b, k in enumerate(turns) for _ in range(k)]
+        out = []
+        for b, pose, question in zip(rows, poses, questions):
+            if pose is None and question is not None:
+                pose = self.anchor_pose(pooled[b], question)
+            out.append(None if pose is None else self.situated_embeddings(pooled[b], pose))
+        return out
+
+    def anchor_pose(self, pooled: PooledScene, question: str) -> tuple[float, float, float] | None:
+        """The frame ``anchor_frames`` gives a question without a pose (``situated.anchor_pose``), or None."""
+        mode = self.config.anchor_frames
+        if mode == "none" or (mode == "spatial" and not is_spatial(question)):
+            return None
+        if self._anchor_vocab is None:
+            from encoder.label_sets import get_label_set
+
+            self._anchor_vocab = (get_label_set(self.config.segment_config().label_set), basic_color_names())
+        found = find_anchor(question, *self._anchor_vocab)
+        if found is None:
+            return None
+        return anchor_pose(pooled.centres, pooled.labels, pooled.color_ids, pooled.geometry[:, 6],
+                           pooled_valid(pooled), *found)
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
@@ -289,10 +315,11 @@ class ChorusQAModel(PromptBuilder, nn.Module):
     def forward(self, batch: QABatch, blind: bool = False) -> Tensor:
         """Mean cross-entropy over the answer tokens of the batch."""
         pooled, situated = batch.pooled, [None] * len(batch.questions)
-        if not blind and self.situated is not None and any(p is not None for p in batch.poses or []):
+        if not blind and self.situated is not None and (self.config.anchor_frames != "none"
+                                                         or any(p is not None for p in batch.poses or [])):
             if pooled is None:
                 pooled = self.pool_scenes(batch.features, batch.means, batch.offset)
-            situated = self.situated_per_question(pooled, batch.poses, batch.turns)
+            situated = self.situated_per_question(pooled, batch.poses, batch.questions, batch.turns)
         input_ids, labels = self.build_token_ids(batch.questions, batch.answers, batch.situations, blind, batch.turns,
                                                  [0 if t is None else len(t) for t in situated])
         if blind:
@@ -369,11 +396,11 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         ``poses``: the askers' poses (or None), for the situated tokens.
         """
         situations = situations or [None] * len(questions)
-        if poses is not None and any(p is not None for p in poses) and self.situated is not None and not context.blind \
-                and context.pooled is None:
-            raise ValueError("posed questions need a context prepared from pooled scenes (prepare_scene / prepare_pooled)")
+        wants = poses is not None and any(p is not None for p in poses) or self.config.anchor_frames != "none"
+        if wants and self.situated is not None and not context.blind and context.pooled is None:
+            raise ValueError("situated tokens need a context prepared from pooled scenes (prepare_scene / prepare_pooled)")
         situated = self.situated_per_question([context.pooled[int(r)] for r in rows] if context.pooled else [None] * len(rows),
-                                              poses, blind=context.blind)
+                                              poses, questions, blind=context.blind)
         suffixes = [self.question_ids(q, s, 0 if t is None else len(t))
                     for q, s, t in zip(questions, situations, situated, strict=True)]
         b, width, p = len(suffixes), max(len(s) for s in suffixes), context.length

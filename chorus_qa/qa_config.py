@@ -65,6 +65,9 @@ class QAModelConfig:
                                          # object after its situation text: the object as seen from that pose (chorus_qa.situated)
     situated_words: bool = False         # ... two per object: its name, then the word of its quarter of the view
                                          # (front / left / behind / right) plus the learned egocentric projection
+    anchor_frames: str = "none"          # questions without a pose get the situated tokens of the frame of the object they
+                                         # name first (at it, facing into the room): "spatial" (only questions with a
+                                         # spatial word: closest, left, between, ...), "all" or "none" (chorus_qa.situated)
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -92,6 +95,11 @@ class QAModelConfig:
                              f"'cell', not {self.pooling!r}")
         if self.situated_words and not self.situated_tokens:
             raise ValueError("QAModelConfig.situated_words is a form of situated_tokens; set situated_tokens: true too")
+        if self.anchor_frames not in ("none", "spatial", "all"):
+            raise ValueError(f"QAModelConfig.anchor_frames = {self.anchor_frames!r}: expected 'none', 'spatial' or 'all'")
+        if self.anchor_frames != "none" and not (self.situated_tokens and self.object_names):
+            raise ValueError("QAModelConfig.anchor_frames finds the named object among the labelled object tokens: it needs "
+                             "situated_tokens: true and object_names: true ('objects' pooling)")
         if self.color_names and self.color_tokens:
             raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
                              "(colour word as its own token) are alternatives; set one")

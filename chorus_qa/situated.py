@@ -24,6 +24,7 @@ facing direction, so "left" is positive.
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import torch
@@ -115,3 +116,54 @@ def interleave(scene: Tensor | None, ego: Sequence[Sequence[Tensor]]) -> Tensor:
     if not parts:
         raise ValueError("interleave: no scene or situated tokens to place")
     return torch.cat([p.to(parts[0].dtype) for p in parts], 0).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------- anchor frames
+# A question with no pose but about an object ("what is the closest object to the bed?", "which is closer to the
+# door, ...?") is answered from that object's frame: the asker stands at the object first named in the question,
+# facing into the room, and the situated tokens list the scene from there, nearest first (``anchor_frames``).
+
+SPATIAL_WORDS = ("closest", "nearest", "farthest", "furthest", "closer", "farther", "further", "near", "next to",
+                 "beside", "between", "left", "right", "behind", "front", "facing", "far from")
+
+
+def is_spatial(question: str) -> bool:
+    """Whether a question asks about where things are (``anchor_frames: spatial`` gives only these a frame)."""
+    text = question.lower()
+    return any(re.search(rf"\b{re.escape(w)}\b", text) for w in SPATIAL_WORDS)
+
+
+def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence[str] = ()) -> tuple[int, int | None] | None:
+    """(class index, colour index or None) of the object the question names first, or None.
+
+    Class names match as whole words, the longest at a position first ("coffee table" before "table"); a colour
+    word right before the name ("the red chair") is returned with it.
+    """
+    text = question.lower()
+    best = None  # (start, -length, class index)
+    for i, name in enumerate(class_names):
+        m = re.search(rf"\b{re.escape(name.lower())}\b", text)
+        if m and (best is None or (m.start(), -len(name)) < best[:2]):
+            best = (m.start(), -len(name), i)
+    if best is None:
+        return None
+    before = text[: best[0]].split()
+    color = color_names.index(before[-1]) if before and before[-1] in color_names else None
+    return best[2], color
+
+
+def anchor_pose(centres: Tensor, labels: Tensor, color_ids: Tensor | None, sizes: Tensor, valid: Tensor,
+                cls: int, color: int | None = None) -> tuple[float, float, float] | None:
+    """The frame of the occupied slot of class ``cls`` (and colour ``color`` when one of them has it; the largest
+    by ``sizes`` among several): its box centre, facing the middle of the scene's occupied slots. None when no
+    slot has the class. centres [K, 3], labels / color_ids / sizes / valid [K]."""
+    pick = valid & (labels == cls)
+    if color is not None and color_ids is not None and bool((pick & (color_ids == color)).any()):
+        pick = pick & (color_ids == color)
+    if not bool(pick.any()):
+        return None
+    slot = int(torch.where(pick, sizes.float(), torch.full_like(sizes.float(), -math.inf)).argmax())
+    here = centres[slot, :2].float()
+    towards = centres[valid, :2].float().mean(0) - here
+    yaw = math.atan2(float(towards[1]), float(towards[0])) if float(towards.norm()) > 1e-3 else 0.0
+    return float(here[0]), float(here[1]), yaw

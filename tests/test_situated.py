@@ -103,7 +103,7 @@ def test_posed_questions_get_placeholders_in_their_own_turn(situated_model):
     assert m.situated_per_question([pooled], [pose], blind=True) == [None]
     with pytest.raises(ValueError, match="blind"):
         m.build_token_ids(["what is on my left?"], ["bed"], blind=True, ego_counts=[K])
-    with pytest.raises(ValueError, match="2 poses for 1 questions"):
+    with pytest.raises(ValueError, match="2 poses and 1 question texts for 1 questions"):
         m.situated_per_question([pooled], [pose, pose])
     plain = ChorusQAModel(tiny_config(), m.language_model, m.tokenizer)  # no situated_tokens: poses are ignored
     assert plain.situated_per_question([pooled], [pose]) == [None]
@@ -257,3 +257,69 @@ def test_situated_words_read_name_then_quarter_word():
     with pytest.raises(ValueError, match="situated_tokens"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       situated_words=True)
+
+
+# ----------------------------------------------------------------------------- anchor frames
+def test_find_anchor_takes_the_first_named_class_longest_first_with_its_colour():
+    from chorus_qa.situated import find_anchor
+
+    names = ["wall", "door", "chair", "office chair", "table", "coffee table", "bed", "lamp"]
+    colors = ["red", "white"]
+    assert find_anchor("what is the closest object to the red chair?", names, colors) == (2, 0)
+    assert find_anchor("what is on the coffee table?", names, colors) == (5, None)
+    assert find_anchor("is the office chair left of the table?", names, colors) == (3, None)
+    assert find_anchor("which is closer to the door, the lamp or the bed?", names, colors) == (1, None)
+    assert find_anchor("what kind of room is this? a bedroom?", names, colors) is None  # whole words only
+    assert find_anchor("how many chairs are there?", names, colors) is None
+
+
+def test_is_spatial():
+    from chorus_qa.situated import is_spatial
+
+    assert is_spatial("what is the closest object to the bed?") and is_spatial("what is between the bed and the desk?")
+    assert is_spatial("standing at the door, which is farther to the left, the lamp or the bed?")
+    assert not is_spatial("what color is the bed?") and not is_spatial("is there a lamp in the room?")
+
+
+def test_anchor_pose_stands_at_the_named_object_facing_the_middle_of_the_room():
+    from chorus_qa.situated import anchor_pose
+
+    centres = torch.tensor([[0.0, 0.0, 0.5], [2.0, 0.0, 0.5], [2.0, 2.0, 0.5], [1.0, 1.0, 0.5], [9.0, 9.0, 0.0]])
+    labels = torch.tensor([4, 7, 4, 7, 7])
+    colors = torch.tensor([0, 1, 1, 0, 0])
+    sizes = torch.tensor([5.0, 3.0, 4.0, 6.0, 9.0])
+    valid = torch.tensor([True, True, True, True, False])  # the last slot is empty: never chosen, not in the middle
+    mid = centres[:4, :2].mean(0)  # (1.25, 0.75)
+    x, y, yaw = anchor_pose(centres, labels, colors, sizes, valid, cls=4)
+    assert (x, y) == (0.0, 0.0) and math.isclose(yaw, math.atan2(0.75, 1.25), abs_tol=1e-6)  # larger of the two
+    x, y, yaw = anchor_pose(centres, labels, colors, sizes, valid, cls=4, color=1)
+    assert (x, y) == (2.0, 2.0) and math.isclose(yaw, math.atan2(0.75 - 2, 1.25 - 2), abs_tol=1e-6)
+    assert anchor_pose(centres, labels, colors, sizes, valid, cls=7, color=2)[:2] == (1.0, 1.0)  # no such colour: largest
+    assert anchor_pose(centres, labels, colors, sizes, valid, cls=3) is None
+    assert torch.allclose(mid, torch.tensor([1.25, 0.75]))
+
+
+def test_anchor_frames_give_spatial_questions_the_named_objects_view():
+    model = object_situated_model(situated_words=True, anchor_frames="spatial")
+    pooled = three_pooled_objects(model)  # classes 5 (chair) and 9 (table) in the synth label set
+    from encoder.label_sets import get_label_set
+
+    names = get_label_set("synth")
+    chair, table = names[5], names[9]
+    questions = [f"what is the closest object to the {table}?", f"what color is the {table}?",
+                 "what is nearest to the bathtub?", "what is on my left?"]
+    got = model.situated_per_question([pooled], [None, None, None, (0.0, 0.0, 0.0)], questions, turns=[4])
+    pose = model.anchor_pose(pooled, questions[0])
+    centre = pooled.centres[1, :2].tolist()  # the table is slot 1: segment 2 (200 points, after 300), labelled 9
+    assert math.isclose(pose[0], centre[0], abs_tol=1e-6) and math.isclose(pose[1], centre[1], abs_tol=1e-6)
+    assert torch.equal(got[0], model.situated_embeddings(pooled, pose))
+    assert got[1] is None and got[2] is None  # not spatial; no bathtub among the objects
+    assert torch.equal(got[3], model.situated_embeddings(pooled, (0.0, 0.0, 0.0)))  # a pose wins over an anchor
+    every = object_situated_model(situated_words=True, anchor_frames="all")
+    assert every.situated_per_question([pooled], [None], [f"what color is the {chair}?"])[0] is not None
+    with pytest.raises(ValueError, match="anchor_frames"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, situated_tokens=True, anchor_frames="sometimes")
+    with pytest.raises(ValueError, match="object_names"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      situated_tokens=True, anchor_frames="all")
