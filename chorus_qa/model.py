@@ -268,8 +268,9 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         found = find_anchor(question, *self._anchor_vocab)
         if found is None:
             return None
+        # objects' geometry: box half extents (3), spread (3), log Gaussian count, colour (scene_tokens.pool_objects)
         return anchor_pose(pooled.centres, pooled.labels, pooled.color_ids, pooled.geometry[:, 6],
-                           pooled_valid(pooled), *found)
+                           pooled_valid(pooled), *found, extents=pooled.geometry[:, :2])
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name

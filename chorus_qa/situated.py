@@ -153,10 +153,15 @@ def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence
 
 
 def anchor_pose(centres: Tensor, labels: Tensor, color_ids: Tensor | None, sizes: Tensor, valid: Tensor,
-                cls: int, color: int | None = None) -> tuple[float, float, float] | None:
+                cls: int, color: int | None = None, extents: Tensor | None = None) -> tuple[float, float, float] | None:
     """The frame of the occupied slot of class ``cls`` (and colour ``color`` when one of them has it; the largest
-    by ``sizes`` among several): its box centre, facing the middle of the scene's occupied slots. None when no
-    slot has the class. centres [K, 3], labels / color_ids / sizes / valid [K]."""
+    by ``sizes`` among several), or None when no slot has the class.
+
+    It stands at the slot's box centre facing into the room: towards the middle of the occupied slots, or, for a
+    flat object (horizontal box ``extents`` [K, 2] at least twice as long as deep: a door, a shelf, a TV against a
+    wall), along its short axis on the side of the middle, the way one stands at a door facing into the room.
+    centres [K, 3], labels / color_ids / sizes / valid [K].
+    """
     pick = valid & (labels == cls)
     if color is not None and color_ids is not None and bool((pick & (color_ids == color)).any()):
         pick = pick & (color_ids == color)
@@ -165,5 +170,10 @@ def anchor_pose(centres: Tensor, labels: Tensor, color_ids: Tensor | None, sizes
     slot = int(torch.where(pick, sizes.float(), torch.full_like(sizes.float(), -math.inf)).argmax())
     here = centres[slot, :2].float()
     towards = centres[valid, :2].float().mean(0) - here
+    if extents is not None:
+        ex = extents[slot].float().abs()
+        if float(ex.max()) >= 2 * float(ex.min()):
+            axis = int(ex.argmin())
+            towards = torch.zeros(2).index_fill_(0, torch.tensor([axis]), 1.0 if float(towards[axis]) >= 0 else -1.0)
     yaw = math.atan2(float(towards[1]), float(towards[0])) if float(towards.norm()) > 1e-3 else 0.0
     return float(here[0]), float(here[1]), yaw

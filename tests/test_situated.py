@@ -281,6 +281,10 @@ def test_is_spatial():
     assert not is_spatial("what color is the bed?") and not is_spatial("is there a lamp in the room?")
 
 
+def yaw_of_mid(x, y, mid=(1.25, 0.75)):
+    return math.atan2(mid[1] - y, mid[0] - x)
+
+
 def test_anchor_pose_stands_at_the_named_object_facing_the_middle_of_the_room():
     from chorus_qa.situated import anchor_pose
 
@@ -296,6 +300,13 @@ def test_anchor_pose_stands_at_the_named_object_facing_the_middle_of_the_room():
     assert (x, y) == (2.0, 2.0) and math.isclose(yaw, math.atan2(0.75 - 2, 1.25 - 2), abs_tol=1e-6)
     assert anchor_pose(centres, labels, colors, sizes, valid, cls=7, color=2)[:2] == (1.0, 1.0)  # no such colour: largest
     assert anchor_pose(centres, labels, colors, sizes, valid, cls=3) is None
+    # a flat object (a door in the wall x = 0, thin along x) faces along its short axis, into the room (+x here)
+    flat = torch.tensor([[0.05, 0.5], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    assert anchor_pose(centres, labels, colors, sizes, valid, cls=4, extents=flat) == (0.0, 0.0, 0.0)
+    assert anchor_pose(centres, labels, colors, sizes, valid, cls=4, extents=torch.ones(5, 2))[2] == yaw_of_mid(0, 0)
+    door_far = centres.clone()
+    door_far[0, :2] = torch.tensor([3.0, 0.5])  # now the middle lies at -x of it: it faces -x
+    assert anchor_pose(door_far, labels, colors, sizes, valid, cls=4, extents=flat)[2] == math.pi
     assert torch.allclose(mid, torch.tensor([1.25, 0.75]))
 
 
