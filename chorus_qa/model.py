@@ -38,8 +38,7 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, anchor_pose, egocentric, find_anchor, interleave, is_spatial,
-                       sector_ids)
+from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, question_frame, sector_ids
 
 @dataclass
 class QABatch:
@@ -257,20 +256,14 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         return out
 
     def anchor_pose(self, pooled: PooledScene, question: str) -> tuple[float, float, float] | None:
-        """The frame ``anchor_frames`` gives a question without a pose (``situated.anchor_pose``), or None."""
-        mode = self.config.anchor_frames
-        if mode == "none" or (mode == "spatial" and not is_spatial(question)):
+        """The frame ``anchor_frames`` gives a question without a pose (``situated.question_frame``), or None."""
+        if self.config.anchor_frames == "none":
             return None
         if self._anchor_vocab is None:
             from encoder.label_sets import get_label_set
 
             self._anchor_vocab = (get_label_set(self.config.segment_config().label_set), basic_color_names())
-        found = find_anchor(question, *self._anchor_vocab)
-        if found is None:
-            return None
-        # objects' geometry: box half extents (3), spread (3), log Gaussian count, colour (scene_tokens.pool_objects)
-        return anchor_pose(pooled.centres, pooled.labels, pooled.color_ids, pooled.geometry[:, 6],
-                           pooled_valid(pooled), *found, extents=pooled.geometry[:, :2])
+        return question_frame(pooled, question, *self._anchor_vocab, mode=self.config.anchor_frames)
 
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name

@@ -152,22 +152,30 @@ def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence
     return best[2], color
 
 
+def pick_slot(labels: Tensor, color_ids: Tensor | None, sizes: Tensor, valid: Tensor, cls: int,
+              color: int | None = None) -> int | None:
+    """The occupied slot of class ``cls`` a question means: of colour ``color`` when one of them has it, the largest by
+    ``sizes`` among several; None when no slot has the class. labels / color_ids / sizes / valid [K]."""
+    pick = valid & (labels == cls)
+    if color is not None and color_ids is not None and bool((pick & (color_ids == color)).any()):
+        pick = pick & (color_ids == color)
+    if not bool(pick.any()):
+        return None
+    return int(torch.where(pick, sizes.float(), torch.full_like(sizes.float(), -math.inf)).argmax())
+
+
 def anchor_pose(centres: Tensor, labels: Tensor, color_ids: Tensor | None, sizes: Tensor, valid: Tensor,
                 cls: int, color: int | None = None, extents: Tensor | None = None) -> tuple[float, float, float] | None:
-    """The frame of the occupied slot of class ``cls`` (and colour ``color`` when one of them has it; the largest
-    by ``sizes`` among several), or None when no slot has the class.
+    """The frame of the slot ``pick_slot`` chooses, or None when no slot has the class.
 
     It stands at the slot's box centre facing into the room: towards the middle of the occupied slots, or, for a
     flat object (horizontal box ``extents`` [K, 2] at least twice as long as deep: a door, a shelf, a TV against a
     wall), along its short axis on the side of the middle, the way one stands at a door facing into the room.
     centres [K, 3], labels / color_ids / sizes / valid [K].
     """
-    pick = valid & (labels == cls)
-    if color is not None and color_ids is not None and bool((pick & (color_ids == color)).any()):
-        pick = pick & (color_ids == color)
-    if not bool(pick.any()):
+    slot = pick_slot(labels, color_ids, sizes, valid, cls, color)
+    if slot is None:
         return None
-    slot = int(torch.where(pick, sizes.float(), torch.full_like(sizes.float(), -math.inf)).argmax())
     here = centres[slot, :2].float()
     towards = centres[valid, :2].float().mean(0) - here
     if extents is not None:
@@ -177,3 +185,19 @@ def anchor_pose(centres: Tensor, labels: Tensor, color_ids: Tensor | None, sizes
             towards = torch.zeros(2).index_fill_(0, torch.tensor([axis]), 1.0 if float(towards[axis]) >= 0 else -1.0)
     yaw = math.atan2(float(towards[1]), float(towards[0])) if float(towards.norm()) > 1e-3 else 0.0
     return float(here[0]), float(here[1]), yaw
+
+
+def question_frame(pooled, question: str, class_names: Sequence[str], color_names: Sequence[str],
+                   mode: str = "all") -> tuple[float, float, float] | None:
+    """The ``anchor_frames`` pose of a question without one (None when ``mode`` is "none", or "spatial" and the
+    question has no spatial word, or it names no object class among the pooled scene's occupied object slots)."""
+    from .scene_tokens import pooled_valid
+
+    if mode == "none" or (mode == "spatial" and not is_spatial(question)):
+        return None
+    found = find_anchor(question, class_names, color_names)
+    if found is None:
+        return None
+    # objects' geometry: box half extents (3), spread (3), log Gaussian count, colour (scene_tokens.pool_objects)
+    return anchor_pose(pooled.centres, pooled.labels, pooled.color_ids, pooled.geometry[:, 6], pooled_valid(pooled),
+                       *found, extents=pooled.geometry[:, :2])
