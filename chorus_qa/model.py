@@ -234,11 +234,11 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         word = self.sector_embeds[sector_ids(offsets)].to(ego.dtype)
         return torch.stack([name, word + ego], 1).flatten(0, 1)
 
-    def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
-                              blind: bool = False) -> list[Tensor | None]:
-        """The situated tokens of each question: from its pose, or (``anchor_frames``) from the frame of the object its
-        text names first; None without either, blind or without ``situated_tokens``. ``pooled`` holds the scene of
-        each of the B rows, ``turns`` [B] how many questions each row asks."""
+    def situated_frames(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
+                        blind: bool = False) -> list[tuple[float, float, float] | None]:
+        """The frame each question's situated tokens are seen from: its pose, or (``anchor_frames``) the frame of the
+        object its text names first; None without either, blind or without ``situated_tokens``. ``pooled`` holds the
+        scene of each of the B rows, ``turns`` [B] how many questions each row asks."""
         turns = list(turns) if turns is not None else [1] * len(pooled)
         n = sum(turns)
         poses = list(poses) if poses is not None else [None] * n
@@ -248,12 +248,19 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         if self.situated is None or blind:
             return [None] * n
         rows = [b for b, k in enumerate(turns) for _ in range(k)]
-        out = []
-        for b, pose, question in zip(rows, poses, questions):
-            if pose is None and question is not None:
-                pose = self.anchor_pose(pooled[b], question)
-            out.append(None if pose is None else self.situated_embeddings(pooled[b], pose))
-        return out
+        return [pose if pose is not None or question is None else self.anchor_pose(pooled[b], question)
+                for b, pose, question in zip(rows, poses, questions)]
+
+    def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
+                              blind: bool = False) -> list[Tensor | None]:
+        """The situated tokens of each question (None where ``situated_frames`` gives no frame)."""
+        frames = self.situated_frames(pooled, poses, questions, turns, blind)
+        rows = [b for b, k in enumerate(turns if turns is not None else [1] * len(pooled)) for _ in range(k)]
+        return [None if f is None else self.situated_embeddings(pooled[b], f) for b, f in zip(rows, frames)]
+
+    def situated_size(self, pooled: PooledScene) -> int:
+        """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""
+        return (2 if self.config.situated_words else 1) * int(pooled_valid(pooled).sum())
 
     def anchor_pose(self, pooled: PooledScene, question: str) -> tuple[float, float, float] | None:
         """The frame ``anchor_frames`` gives a question without a pose (``situated.question_frame``), or None."""

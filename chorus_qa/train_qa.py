@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from chorus_qa.batching import group_by_length, make_packed_batch, pack_by_scene, sequence_lengths  # noqa: F401 (re-exported)
 from chorus_qa.benchmark import shuffled_scenes
 from chorus_qa.feature_cache import RAW_FEATURES, FeatureCache, SceneFeatureSource
-from chorus_qa.model import ChorusQAModel, QABatch
+from chorus_qa.model import ChorusQAModel
 from chorus_qa.qa_config import QAModelConfig, strict_from_dict
 from chorus_qa.scene_tokens import POOLED_POOLINGS, PooledScene, SceneTokenizerConfig, pool_scene, pooled_from_tensors
 from chorus_qa.situated import example_pose
@@ -81,6 +82,8 @@ class TrainQAConfig:
     stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=2e-4))
     batch_size: int = 8                             # sequences per step
     questions_per_sequence: int = 1                 # >1 packs that many questions about one scene into a multi-turn chat
+    length_grouping: int = 0                        # > batch_size: batch sequences of similar length within windows of
+                                                    # this many shuffled sequences (less padding); 0 = off (chorus_qa.batching)
     grad_accum: int = 1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -297,38 +300,6 @@ def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: 
     return SceneStore(cfg, source)
 
 
-def make_packed_batch(groups, store, rng: random.Random) -> QABatch:
-    """QABatch with one multi-turn sequence per group of QAExample (all of a group's questions share its scene)."""
-    for group in groups:
-        if len({ex.scene_id for ex in group}) != 1:
-            raise ValueError(f"a packed sequence mixes scenes {sorted({ex.scene_id for ex in group})}")
-    scene_inputs = store.batch_inputs([group[0].scene_id for group in groups], rng)
-    flat = [ex for group in groups for ex in group]
-    return QABatch(
-        **scene_inputs, questions=[ex.question for ex in flat],
-        answers=[rng.choice(ex.answers) for ex in flat], situations=[ex.situation for ex in flat],
-        turns=None if all(len(g) == 1 for g in groups) else [len(g) for g in groups],
-        poses=[example_pose(ex) for ex in flat],
-    )
-
-
-def pack_by_scene(examples, per_sequence: int, rng: random.Random) -> list[list[int]]:
-    """Indices of ``examples`` grouped into runs of at most ``per_sequence`` questions about one scene, shuffled.
-
-    The number of groups (sum over scenes of ceil(questions / per_sequence)) does not depend on ``rng``.
-    """
-    by_scene = defaultdict(list)
-    for i, ex in enumerate(examples):
-        by_scene[ex.scene_id].append(i)
-    groups = []
-    for sid in sorted(by_scene):
-        idx = by_scene[sid]
-        rng.shuffle(idx)
-        groups += [idx[j:j + per_sequence] for j in range(0, len(idx), per_sequence)]
-    rng.shuffle(groups)
-    return groups
-
-
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_em(model: ChorusQAModel, examples, store, cfg: TrainQAConfig, blind: bool = False,
                 progress: bool = True, scene_of: dict[str, str] | None = None) -> dict:
@@ -511,7 +482,10 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
         groups = pack_by_scene(train_ex, cfg.questions_per_sequence, random.Random(cfg.seed * 1000 + epoch))
         order = groups[accelerator.process_index::accelerator.num_processes]
         answer_rng = random.Random(cfg.seed * 7919 + epoch)
-        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        lengths = (sequence_lengths(order, train_ex, model, store if isinstance(store, PooledSceneStore) else None)
+                   if cfg.length_grouping > cfg.batch_size else [0] * len(order))
+        batches = [[order[i] for i in batch] for batch in
+                   group_by_length(lengths, cfg.batch_size, cfg.length_grouping, random.Random(cfg.seed * 31 + epoch))]
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{total_epochs} (stage {stage})", unit="batch", disable=not progress)
         running, stage_step = [], (epoch - stage_first_epoch) * steps_per_epoch
         for batch_idx in bar:

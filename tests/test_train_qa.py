@@ -262,7 +262,7 @@ def test_situated_tokens_train_from_posed_questions_and_evaluate(tiny_world, tmp
     d["model"].update(pooling="objects", segments={"source": "gt"}, object_names=True, situated_tokens=True,
                       situated_words=True)
     d.update(feature_cache=str(tmp_path / "cache"), max_train_examples=16, max_val_examples=8, questions_per_sequence=4,
-             batch_size=2, stage1={"epochs": 0, "lr": 3e-3})
+             batch_size=2, stage1={"epochs": 0, "lr": 3e-3}, length_grouping=4)
     cfg_path = tmp_path / "situated.yaml"
     cfg_path.write_text(yaml.safe_dump(d))
     assert main(["--config", str(cfg_path), "--no-progress"]) == 0  # 4 of the 16 sampled questions have a pose
