@@ -61,6 +61,8 @@ class QAModelConfig:
                                          # a learned bias from their pairwise offsets before the projector; 0 = none
     relation_tokens: bool = False        # "objects" pooling: the relation layers' output becomes a token of its own after
                                          # each object (and colour) token instead of changing the object token
+    metric_extents: bool = False         # "objects" pooling: object tokens also carry their box size in metres (positions are
+                                         # normalised per room, so without it "small or large?" has no absolute size)
     situated_tokens: bool = False        # a question with the asker's pose (SQA3D position + rotation) gets a token per
                                          # object after its situation text: the object as seen from that pose (chorus_qa.situated)
     situated_words: bool = False         # ... two per object: its name, then the word of its quarter of the view
@@ -87,8 +89,8 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None or self.object_names or self.color_words or self.relation_tokens:
-            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens / relation_tokens are set but pooling is {self.pooling!r}; "
+        elif self.segments is not None or self.object_names or self.color_words or self.relation_tokens or self.metric_extents:
+            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens / relation_tokens / metric_extents are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
         if self.situated_tokens and self.pooling not in ("cell", "objects"):
             raise ValueError(f"QAModelConfig.situated_tokens needs pooled object or cell centres: pooling 'objects' or "
@@ -123,7 +125,8 @@ class QAModelConfig:
     def scene_tokenizer_config(self) -> SceneTokenizerConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
                                     pooling=self.pooling, num_neighbors=self.num_neighbors,
-                                    relation_layers=self.relation_layers, relation_tokens=self.relation_tokens, max_points=max(self.max_points, self.num_scene_tokens))
+                                    relation_layers=self.relation_layers, relation_tokens=self.relation_tokens,
+                                    metric_extents=self.metric_extents, max_points=max(self.max_points, self.num_scene_tokens))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -49,6 +49,7 @@ POOLINGS = ("cell", "knn", "objects")
 POOLED_POOLINGS = ("cell", "objects")  # parameter-free: a scene can be pooled once, ahead of the learned layers
 CELL_GEOMETRY_DIM = 7    # mean offset (3), offset spread (3), log Gaussian count (1)
 OBJECT_GEOMETRY_DIM = 10  # half extent (3), spread (3), log Gaussian count (1), mean colour (3)
+METRIC_EXTENT_DIM = 3    # "objects" with metric_extents: + log of the box size in metres (3)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SceneTokenizerConfig:
     relation_layers: int = 0     # spatial relation layers over the tokens (chorus_qa.relations); 0 = none
     relation_heads: int = 4
     relation_tokens: bool = False  # relations go to tokens of their own (the model's), not into these tokens
+    metric_extents: bool = False   # "objects": also the box size in metres (log), not only relative to the room
 
     def __post_init__(self):
         for name in ("in_dim", "num_tokens", "token_dim", "num_neighbors", "max_points", "num_frequencies"):
@@ -84,6 +86,8 @@ class SceneTokenizerConfig:
             raise ValueError(f"SceneTokenizerConfig.pooling = {self.pooling!r}: expected one of {POOLINGS}")
         if self.fourier_sigma <= 0:
             raise ValueError(f"SceneTokenizerConfig.fourier_sigma = {self.fourier_sigma}: expected > 0")
+        if self.metric_extents and self.pooling != "objects":
+            raise ValueError("SceneTokenizerConfig.metric_extents is for 'objects' pooling")
 
     @property
     def offset_scale(self) -> float:
@@ -97,7 +101,9 @@ class SceneTokenizerConfig:
 
     @property
     def geometry_dim(self) -> int:
-        return OBJECT_GEOMETRY_DIM if self.pooling == "objects" else CELL_GEOMETRY_DIM
+        if self.pooling != "objects":
+            return CELL_GEOMETRY_DIM
+        return OBJECT_GEOMETRY_DIM + METRIC_EXTENT_DIM * self.metric_extents
 
 
 def scene_slices(offset: Tensor | None, n: int) -> list[tuple[int, int]]:
@@ -240,7 +246,7 @@ def basic_color_ids(colors: Tensor) -> Tensor:
 @torch.no_grad()
 def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: Tensor, colors: Tensor, k: int,
                  offset_scale: float, training: bool = False, generator: torch.Generator | None = None,
-                 labels: Tensor | None = None) -> "PooledScene":
+                 labels: Tensor | None = None, metric_extents: bool = False) -> "PooledScene":
     """One token per segment: the ``k`` largest segments (ids >= 0 in ``segments`` [M]; -1 = no segment).
 
     features [M, C], positions [M, 3] (normalised), means [M, 3] (metres), colors [M, 3]; optional per-Gaussian
@@ -248,6 +254,8 @@ def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: T
     token also gets its segment's colour name, a majority vote of its Gaussians' nearest basic colour terms
     (PooledScene.color_ids; a vote, not the mean colour, because an object's legs or trim would darken the mean).
     Inference orders the tokens by Gaussian count (largest first, ties by segment id); training shuffles them.
+    Positions are normalised per scene (``normalize_positions``), so the box extents are relative to the room;
+    ``metric_extents`` appends log(box size in metres + 1 cm) (3 columns), which "is the lamp small or large?" needs.
     """
     valid = segments >= 0
     ids, inverse, counts = torch.unique(segments[valid], return_inverse=True, return_counts=True)
@@ -265,9 +273,12 @@ def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: T
     pos = positions[take].float()
     centre, half = group_box(pos, assign, count)
     _, spread = group_mean_std(pos, assign, count)
-    centre_m, _ = group_box(means[take].float(), assign, count)
+    centre_m, half_m = group_box(means[take].float(), assign, count)
     colour, _ = group_mean_std(colors[take].float(), assign, count)
-    geometry = torch.cat([half * offset_scale, spread * offset_scale, torch.log1p(count)[:, None], colour], -1)
+    geometry = [half * offset_scale, spread * offset_scale, torch.log1p(count)[:, None], colour]
+    if metric_extents:  # empty slots stay all zeros (pooled_valid)
+        geometry.append(torch.log(2 * half_m + 0.01) * (count > 0)[:, None])
+    geometry = torch.cat(geometry, -1)
     token_labels = None if labels is None else group_majority(labels[take].to(assign.device), assign, k)
     color_ids = group_majority(basic_color_ids(colors[take]), assign, k)
     return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m, labels=token_labels,
@@ -366,7 +377,7 @@ def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, train
         kept = keep_subset(len(means), cfg, training, generator, means.device)
         return pool_objects(features[kept], positions[kept], means[kept], segments[kept].to(means.device),
                             colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator,
-                            None if labels is None else labels[kept].to(means.device))
+                            None if labels is None else labels[kept].to(means.device), cfg.metric_extents)
     if cfg.pooling != "cell":
         raise ValueError(f"pool_scene: pooling {cfg.pooling!r} has parameters; only 'cell' and 'objects' pool ahead")
     kept, centre_idx = select_centres(positions, cfg, training, generator)

@@ -405,3 +405,30 @@ def test_segment_config_key_ignores_smoothing_only_when_it_is_off():
     assert base.key() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8]
     with pytest.raises(ValueError, match="smooth_iters"):
         SegmentConfig(smooth_iters=-1)
+
+
+def test_metric_extents_give_the_box_size_in_metres_whatever_the_room_size():
+    f, means, s, c = three_objects()
+    plain = pool_scene(f, means, objects_cfg(), segments=s, colors=c)
+    cfg = objects_cfg(metric_extents=True)
+    assert cfg.geometry_dim == plain.geometry.shape[1] + 3
+    metric = pool_scene(f, means, cfg, segments=s, colors=c)
+    assert torch.equal(metric.geometry[:, :10], plain.geometry)  # the relative columns are unchanged
+    # the boxes' sizes from the points themselves (largest segment first): 300 points in [0, 1]^3, 200 in [3, 3.5] x [0, 2] x [0, 1]
+    for slot, seg in enumerate((5, 2, 9)):
+        pts = means[s == seg]
+        size = pts.max(0).values - pts.min(0).values
+        assert torch.allclose(metric.geometry[slot, 10:], torch.log(size + 0.01), atol=1e-5)
+    assert not metric.geometry[3].any()  # the empty slot stays all zeros
+    # a room twice as big with the same objects: relative extents change, metric ones do not
+    far = torch.cat([means, torch.tensor([[12.0, 12.0, 0.0]])])
+    grown = pool_scene(torch.cat([f, f[:1]]), far, cfg, segments=torch.cat([s, torch.tensor([-1])]),
+                       colors=torch.cat([c, c[:1]]))
+    assert not torch.allclose(grown.geometry[:3, :3], metric.geometry[:3, :3])
+    assert torch.allclose(grown.geometry[:3, 10:], metric.geometry[:3, 10:], atol=1e-5)
+    tokens, _ = SceneTokenizer(cfg).embed_pooled(metric)
+    assert tokens.shape == (cfg.num_tokens, cfg.token_dim)
+    with pytest.raises(ValueError, match="metric_extents"):
+        SceneTokenizerConfig(in_dim=FEAT, pooling="cell", metric_extents=True)
+    with pytest.raises(ValueError, match="metric_extents"):
+        QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="cell", metric_extents=True)
