@@ -94,6 +94,7 @@ class TrainQAConfig:
     seed: int = 0
     resume: bool = True
     threads: int | None = None                      # torch CPU threads (None: torch default)
+    trim_memory_every: int = 50                     # steps between glibc malloc_trim calls (0 = never): see release_free_memory
 
     def __post_init__(self):
         for name in ("stage1", "stage2"):
@@ -104,6 +105,9 @@ class TrainQAConfig:
         for name in ("batch_size", "questions_per_sequence", "grad_accum", "eval_batch_size", "max_new_tokens", "cache_points", "memory_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
+        if self.length_grouping < 0 or self.trim_memory_every < 0:
+            raise ValueError(f"TrainQAConfig: length_grouping = {self.length_grouping}, trim_memory_every = "
+                             f"{self.trim_memory_every}: expected >= 0")
         if self.pooled_variants < 0:
             raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants}: expected >= 0")
         pooling = self.model.get("pooling", "cell")
@@ -402,6 +406,26 @@ def plot_curves(history: dict, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- training
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``); False where there is no glibc.
+
+    A CPU training step allocates ~8 GB of activations in tensors whose shapes change with every batch, and glibc
+    keeps the freed blocks: the process grew ~20 MB a step (17 GB after 170 steps, 20 GB after 300 of the situated
+    recipe) until it would have run out of memory. Trimming every 50 steps keeps it near one step's peak and costs
+    ~0.5 s each time (measured). Setting MALLOC_MMAP_THRESHOLD_ instead made every step ~2x slower (page faults).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    trim(0)
+    return True
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1, then cosine decay to 0.1 over ``total`` steps."""
     if step < warmup:
@@ -503,6 +527,8 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
             if accelerator.sync_gradients:
                 stage_step += 1
                 trainer_state["global_step"] += 1
+                if cfg.trim_memory_every and trainer_state["global_step"] % cfg.trim_memory_every == 0:
+                    release_free_memory()
                 history["step"].append(trainer_state["global_step"])
                 history["loss"].append(sum(running) / len(running))
                 bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
