@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 QAKind = Literal["auto", "synth", "scanqa", "sqa3d"]
+POSITION_ORIGINS = ("scene", "box_centre")
 SCANQA_TEMPLATE = "ScanQA_v1.0_{split}.json"
 SQA3D_QUESTIONS_TEMPLATE = "v1_balanced_questions_{split}_scannetv2.json"
 SQA3D_ANNOTATIONS_TEMPLATE = "v1_balanced_sqa_annotations_{split}_scannetv2.json"
@@ -56,9 +57,12 @@ class QAExample:
     object_names  their class names (may be empty)
     type          question type, from the file or inferred from the first words
     situation     SQA3D situation text (None for ScanQA)
-    position      SQA3D agent position [x, y, z] in scene coordinates (None for ScanQA)
+    position      SQA3D agent position [x, y, z] (None for ScanQA), in the frame ``position_origin`` names
     rotation      SQA3D agent rotation quaternion [x, y, z, w] (None for ScanQA)
     source        which reader produced it: "scanqa", "sqa3d"
+    position_origin  "box_centre": ``position`` is relative to the centre of the scene's bounding box, as in the
+                  SQA3D release (its loader adds the scan's (max + min) / 2); "scene": scene coordinates (the
+                  synthetic world's files, or any SQA3D-style file with ``"position_origin": "scene"`` at the top)
     """
 
     scene_id: str
@@ -72,6 +76,7 @@ class QAExample:
     position: list[float] | None = None
     rotation: list[float] | None = None
     source: str = "scanqa"
+    position_origin: str = "scene"
 
     def __post_init__(self):
         if not isinstance(self.scene_id, str) or not self.scene_id:
@@ -82,6 +87,8 @@ class QAExample:
             raise ValueError(f"QAExample.position must have 3 values, got {self.position!r}")
         if self.rotation is not None and len(self.rotation) != 4:
             raise ValueError(f"QAExample.rotation must have 4 values (x, y, z, w), got {self.rotation!r}")
+        if self.position_origin not in POSITION_ORIGINS:
+            raise ValueError(f"QAExample.position_origin must be one of {POSITION_ORIGINS}, got {self.position_origin!r}")
 
 
 # ----------------------------------------------------------------------------- question types
@@ -223,6 +230,11 @@ def load_sqa3d(questions_path, annotations_path=None) -> list[QAExample]:
     Without an annotations file (``None``) the answers are empty. The type comes
     from ``type`` (question or annotation) or a string ``question_type``, else
     from the first word of the question.
+
+    Positions: the SQA3D release gives them relative to the centre of the scan's bounding box (``position_origin``
+    "box_centre"; the situated tokens add the centre of the scene's box, ``scene_tokens.scene_box_centre``). The
+    synthetic world's files (``"data_type": "synth"``) and files with ``"position_origin": "scene"`` at the top
+    hold scene coordinates.
     """
     questions_path = Path(questions_path)
     q_root = _read_json(questions_path)
@@ -231,11 +243,13 @@ def load_sqa3d(questions_path, annotations_path=None) -> list[QAExample]:
         raise QADataError(questions_path, "questions", f"expected an object with a 'questions' list, got {type(q_root).__name__}")
 
     annotations: dict[str, tuple[int, dict]] = {}
+    origin = "scene"
     if annotations_path is not None:
         annotations_path = Path(annotations_path)
         a_root = _read_json(annotations_path)
         if not isinstance(a_root, dict):
             raise QADataError(annotations_path, "annotations", f"expected an object with an 'annotations' list, got {type(a_root).__name__}")
+        origin = sqa3d_position_origin(a_root, annotations_path)
         for j, ann in enumerate(_get(a_root, "annotations", list, annotations_path, None)):
             qid = _id(ann, "question_id", annotations_path, j)
             if qid in annotations:
@@ -278,10 +292,22 @@ def load_sqa3d(questions_path, annotations_path=None) -> list[QAExample]:
                 position=position,
                 rotation=rotation,
                 source="sqa3d",
+                position_origin=origin,
             )
         )
     _check_unique_ids(examples, questions_path)
     return examples
+
+
+def sqa3d_position_origin(root: dict, path) -> str:
+    """The frame of an SQA3D-style annotations file's positions (see `load_sqa3d`): its top-level
+    ``position_origin`` if present, "scene" for the synthetic world's files, else SQA3D's "box_centre"."""
+    origin = root.get("position_origin")
+    if origin is None:
+        return "scene" if root.get("data_type") == "synth" else "box_centre"
+    if origin not in POSITION_ORIGINS:
+        raise QADataError(path, "position_origin", f"expected one of {POSITION_ORIGINS}, got {origin!r}")
+    return origin
 
 
 def _bad_answer(path, index, k, value):

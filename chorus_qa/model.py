@@ -38,7 +38,7 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, question_frame, sector_ids
+from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, question_frame, resolve_pose, sector_ids
 
 @dataclass
 class QABatch:
@@ -248,7 +248,8 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         if self.situated is None or blind:
             return [None] * n
         rows = [b for b, k in enumerate(turns) for _ in range(k)]
-        return [pose if pose is not None or question is None else self.anchor_pose(pooled[b], question)
+        return [resolve_pose(pose, pooled[b].box_centre) if pose is not None
+                else None if question is None else self.anchor_pose(pooled[b], question)
                 for b, pose, question in zip(rows, poses, questions)]
 
     def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,

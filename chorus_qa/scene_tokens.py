@@ -37,7 +37,7 @@ Output: tokens [K, D_tok] and centres [K, 3] (metres) per scene.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -317,6 +317,7 @@ class PooledScene:
     centres: Tensor
     labels: Tensor | None = None  # "objects" with labels: class id per token [K] (-1 = none / empty slot)
     color_ids: Tensor | None = None  # "objects": basic colour term per token [K] (basic_color_names(); -1 = empty slot)
+    box_centre: Tensor | None = None  # [3] metres: centre of the scene's bounding box (``scene_box_centre``), where SQA3D positions start
 
 
 def pooled_from_tensors(t: dict[str, Tensor], variant: int = 0) -> PooledScene:
@@ -325,7 +326,8 @@ def pooled_from_tensors(t: dict[str, Tensor], variant: int = 0) -> PooledScene:
     return PooledScene(cells=t["cells"][variant].float(), geometry=t["geometry"][variant],
                        positions=t["positions"][variant], centres=t["centres"][variant],
                        labels=t["labels"][variant] if "labels" in t else None,
-                       color_ids=t["color_ids"][variant] if "color_ids" in t else None)
+                       color_ids=t["color_ids"][variant] if "color_ids" in t else None,
+                       box_centre=t["box_centre"][variant] if "box_centre" in t else None)
 
 
 def pooled_valid(pooled: PooledScene) -> Tensor:
@@ -372,19 +374,37 @@ def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, train
     check_scene_inputs(features, means, cfg.in_dim)
     means = means.float()
     positions, _, _ = normalize_positions(means)
+    box_centre = scene_box_centre(means)  # from every Gaussian, so the same for all training draws
     if cfg.pooling == "objects":
         check_object_inputs(segments, colors, len(means))
         kept = keep_subset(len(means), cfg, training, generator, means.device)
-        return pool_objects(features[kept], positions[kept], means[kept], segments[kept].to(means.device),
-                            colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator,
-                            None if labels is None else labels[kept].to(means.device), cfg.metric_extents)
+        pooled = pool_objects(features[kept], positions[kept], means[kept], segments[kept].to(means.device),
+                              colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator,
+                              None if labels is None else labels[kept].to(means.device), cfg.metric_extents)
+        return replace(pooled, box_centre=box_centre)
     if cfg.pooling != "cell":
         raise ValueError(f"pool_scene: pooling {cfg.pooling!r} has parameters; only 'cell' and 'objects' pool ahead")
     kept, centre_idx = select_centres(positions, cfg, training, generator)
     kept_pos = positions[kept]
     centre_pos = kept_pos[centre_idx]
     cells, geometry = pool_cells(features[kept], kept_pos, centre_pos, cfg.offset_scale)
-    return PooledScene(cells=cells, geometry=geometry, positions=centre_pos, centres=means[kept[centre_idx]])
+    return PooledScene(cells=cells, geometry=geometry, positions=centre_pos, centres=means[kept[centre_idx]],
+                       box_centre=box_centre)
+
+
+def scene_box_centre(means: Tensor, trim: float = 0.005) -> Tensor:
+    """[3] centre of a scene's axis-aligned bounding box (metres), between the ``trim`` and 1 - ``trim`` quantiles
+    of the Gaussian centres [N, 3] per axis, so a few floaters far outside the room do not move it.
+
+    SQA3D gives the asker's position relative to the centre of the ScanNet scan's bounding box (its loader adds
+    ``(max + min) / 2`` of the mesh vertices); a splat trained on that scan has nearly the same box.
+    """
+    if means.ndim != 2 or means.shape[1] != 3 or len(means) == 0:
+        raise ValueError(f"scene_box_centre: expected Gaussian centres [N, 3] with N > 0, got {tuple(means.shape)}")
+    pts = means.float()
+    step = max(1, math.ceil(len(pts) / 4_000_000))  # torch.quantile takes at most 2**24 values per call
+    q = torch.quantile(pts[::step], torch.tensor([trim, 1.0 - trim], device=pts.device), dim=0)
+    return (q[0] + q[1]) / 2
 
 
 # ----------------------------------------------------------------------------- module

@@ -17,7 +17,9 @@ knows, the way colour words made colour readable. Questions without a pose, blin
 has no pose) are unchanged.
 
 Pose convention: the facing direction is the quaternion ``rotation`` [x, y, z, w] applied to +x, projected onto
-the floor (the synthetic world writes yaw-only quaternions this way). Bearings are counter-clockwise from the
+the floor (the synthetic world writes yaw-only quaternions this way; unverified against real SQA3D, whose
+facing axis we have not been able to check offline). SQA3D positions are relative to the centre of the scan's
+bounding box (`BoxCentredPose`, resolved with the pooled scene's ``box_centre``). Bearings are counter-clockwise from the
 facing direction, so "left" is positive.
 """
 
@@ -56,9 +58,30 @@ def pose_of(position: Sequence[float] | None, rotation: Sequence[float] | None) 
     return float(position[0]), float(position[1]), math.atan2(fy, fx)
 
 
+class BoxCentredPose(tuple):
+    """A pose (x, y, yaw) whose x, y are relative to the centre of the scene's bounding box (the SQA3D release's
+    positions); `resolve_pose` places it in the scene."""
+
+
 def example_pose(example) -> tuple[float, float, float] | None:
-    """``pose_of`` a QAExample's position and rotation (None for questions without a pose)."""
-    return pose_of(example.position, example.rotation)
+    """``pose_of`` a QAExample's position and rotation (None for questions without a pose); a `BoxCentredPose` when
+    the position is relative to the scene's box centre (``QAExample.position_origin``)."""
+    pose = pose_of(example.position, example.rotation)
+    if pose is not None and getattr(example, "position_origin", "scene") == "box_centre":
+        return BoxCentredPose(pose)
+    return pose
+
+
+def resolve_pose(pose, box_centre) -> tuple[float, float, float] | None:
+    """A pose in scene coordinates: a `BoxCentredPose` shifted by the scene's box centre [3] (``PooledScene.box_centre``);
+    any other pose (or None) as it is."""
+    if not isinstance(pose, BoxCentredPose):
+        return pose
+    if box_centre is None:
+        raise ValueError("a question's position is relative to the scene's bounding-box centre (SQA3D), but its pooled "
+                         "scene carries no box_centre: pool the scene again (scene_tokens.pool_scene records it)")
+    x, y, yaw = pose
+    return x + float(box_centre[0]), y + float(box_centre[1]), yaw
 
 
 def egocentric(centres: Tensor, pose: tuple[float, float, float]) -> Tensor:

@@ -235,7 +235,7 @@ class PooledSceneStore:
                f"_v{cfg.pooled_variants}_r{cfg.seed}" + ("_metric" if token_cfg.metric_extents else ""))
         self.cache = FeatureCache(feature_cache_root(cfg), key)
         self.source, self.cfg, self.token_cfg, self.segmenter = source, cfg, token_cfg, segmenter
-        self.need = need  # per-token ids the model reads ("labels", "color_ids"): files cached without them are redone
+        self.need = need  # fields the model reads ("labels", "color_ids", "box_centre"): files cached without them are redone
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
 
     def _compute(self, scene_id: str) -> dict[str, torch.Tensor]:
@@ -250,6 +250,7 @@ class PooledSceneStore:
         for name in ("labels", "color_ids"):
             if getattr(variants[0], name) is not None:
                 out[name] = torch.stack([getattr(v, name) for v in variants]).long()
+        out["box_centre"] = torch.stack([v.box_centre for v in variants]).float()
         return out
 
     def precompute(self, scene_ids, progress: bool = True) -> None:
@@ -293,14 +294,17 @@ class PooledSceneStore:
         return model.prepare_pooled(self.get(scene_id, 0))
 
 
-def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: QAModelConfig):
-    """The pooled store with ``pooled_variants`` > 0 ("cell" / "objects" pooling), else the per-Gaussian feature store."""
+def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: QAModelConfig, examples=()):
+    """The pooled store with ``pooled_variants`` > 0 ("cell" / "objects" pooling), else the per-Gaussian feature store.
+    Situated tokens of ``examples`` posed SQA3D-style (relative to the scene's box centre) need the cached box centre."""
     if cfg.pooled_variants:
         from chorus_qa.segments import make_segmenter
 
         segmenter = make_segmenter(model_cfg, source.encoder_ref)
+        box = model_cfg.situated_tokens and any(e.position_origin == "box_centre" for e in examples)
         return PooledSceneStore(cfg, source, model_cfg.scene_tokenizer_config(), segmenter,
-                                need=("labels",) * model_cfg.object_names + ("color_ids",) * model_cfg.color_words)
+                                need=("labels",) * model_cfg.object_names + ("color_ids",) * model_cfg.color_words
+                                + ("box_centre",) * box)
     return SceneStore(cfg, source)
 
 
@@ -468,7 +472,7 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
                                          "encoder_hash": source.encoder_hash,
                                          "llm_dtype": "bfloat16" if cfg.bf16 else "float32",
                                          "quantization": cfg.quantization})
-    store = make_scene_store(cfg, source, model_cfg)
+    store = make_scene_store(cfg, source, model_cfg, train_ex + val_ex)
     if main_process:
         store.precompute([e.scene_id for e in train_ex + val_ex], progress)
     accelerator.wait_for_everyone()

@@ -334,3 +334,86 @@ def test_anchor_frames_give_spatial_questions_the_named_objects_view():
     with pytest.raises(ValueError, match="object_names"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       situated_tokens=True, anchor_frames="all")
+
+
+# ----------------------------------------------------------------------------- SQA3D's box-centred positions
+def write_sqa3d(tmp_path, head):
+    import json
+
+    qs = {"questions": [{"question_id": 1, "scene_id": "s", "situation": "I face the bed.", "question": "What is on my left?"}]}
+    anns = {**head, "annotations": [{"question_id": 1, "scene_id": "s", "answers": [{"answer": "lamp", "answer_id": 1}],
+                                     "position": {"x": 0.5, "y": -1.0, "z": 0.0},
+                                     "rotation": {"_x": 0.0, "_y": 0.0, "_z": 0.0, "_w": 1.0}}]}
+    (tmp_path / "q.json").write_text(json.dumps(qs))
+    (tmp_path / "a.json").write_text(json.dumps(anns))
+    return tmp_path / "q.json", tmp_path / "a.json"
+
+
+@pytest.mark.parametrize("head, origin", [({}, "box_centre"), ({"data_type": "scannetv2"}, "box_centre"),
+                                          ({"data_type": "synth"}, "scene"), ({"position_origin": "scene"}, "scene"),
+                                          ({"data_type": "synth", "position_origin": "box_centre"}, "box_centre")])
+def test_sqa3d_positions_are_box_centred_unless_the_file_says_otherwise(tmp_path, head, origin):
+    from chorus_qa.datasets import load_sqa3d
+    from chorus_qa.situated import BoxCentredPose, example_pose
+
+    (ex,) = load_sqa3d(*write_sqa3d(tmp_path, head))
+    assert ex.position_origin == origin
+    assert isinstance(example_pose(ex), BoxCentredPose) == (origin == "box_centre")
+    assert tuple(example_pose(ex)) == (0.5, -1.0, 0.0)
+
+
+def test_sqa3d_position_origin_must_be_known(tmp_path):
+    from chorus_qa.datasets import QADataError, load_sqa3d
+
+    with pytest.raises(QADataError, match="position_origin"):
+        load_sqa3d(*write_sqa3d(tmp_path, {"position_origin": "corner"}))
+
+
+def test_the_synthetic_world_writes_scene_coordinates():
+    from chorus_qa.datasets import sqa3d_position_origin
+    from data.synth.qa import to_sqa3d
+
+    _, anns = to_sqa3d([], "val")
+    assert sqa3d_position_origin(anns, "a.json") == "scene"
+
+
+def test_scene_box_centre_ignores_a_few_floaters():
+    from chorus_qa.scene_tokens import scene_box_centre
+
+    g = torch.Generator().manual_seed(0)
+    room = torch.rand(20000, 3, generator=g) * torch.tensor([4.0, 3.0, 2.5]) + torch.tensor([1.0, -2.0, 0.0])
+    floaters = torch.tensor([[40.0, 0.0, 0.0], [0.0, -30.0, 9.0]]).repeat(10, 1)
+    centre = scene_box_centre(torch.cat([room, floaters]))
+    assert torch.allclose(centre, torch.tensor([3.0, -0.5, 1.25]), atol=0.05)
+    # the plain (max + min) / 2 of the same points is metres off
+    pts = torch.cat([room, floaters])
+    assert ((pts.max(0).values + pts.min(0).values) / 2 - centre).abs().max() > 5
+    with pytest.raises(ValueError, match="N > 0"):
+        scene_box_centre(torch.zeros(0, 3))
+
+
+def test_box_centred_poses_see_the_scene_from_position_plus_box_centre():
+    """A question posed SQA3D-style (relative to the box centre) gets the situated tokens of the same pose given in
+    scene coordinates; the pooling records the centre, and a pooled scene without one is refused."""
+    from dataclasses import replace
+
+    from chorus_qa.scene_tokens import scene_box_centre
+    from chorus_qa.situated import BoxCentredPose, resolve_pose
+    from tests.test_object_tokens import three_objects
+
+    model = object_situated_model(situated_words=True)
+    pooled = three_pooled_objects(model)
+    means = three_objects()[1]
+    assert torch.allclose(pooled.box_centre, scene_box_centre(means))
+    cx, cy = float(pooled.box_centre[0]), float(pooled.box_centre[1])
+    assert abs(cx) + abs(cy) > 0.1  # so the shift matters
+    relative = BoxCentredPose((0.3, -0.2, 2.0))
+    absolute = (0.3 + cx, -0.2 + cy, 2.0)
+    assert model.situated_frames([pooled], [relative]) == [pytest.approx(absolute)]
+    assert resolve_pose(absolute, None) == absolute and resolve_pose(None, None) is None
+    with torch.no_grad():
+        got = model.situated_per_question([pooled], [relative])[0]
+        assert torch.equal(got, model.situated_embeddings(pooled, absolute))
+        assert not torch.equal(got, model.situated_embeddings(pooled, tuple(relative)))
+    with pytest.raises(ValueError, match="box_centre"):
+        model.situated_frames([replace(pooled, box_centre=None)], [relative])

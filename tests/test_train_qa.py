@@ -299,6 +299,16 @@ def test_pooled_store_redoes_files_without_labels_when_names_are_needed(tiny_wor
     named = PooledSceneStore(cfg, source, mcfg.scene_tokenizer_config(), make_segmenter(mcfg), need=("labels",))
     assert torch.equal(named.get(sid).labels, tensors["labels"][0])
     assert "labels" in store.cache.load_tensors(sid)  # rewritten
+    # SQA3D-style (box-centred) poses need the scene's box centre with situated tokens; scene-coordinate ones do not
+    from chorus_qa.datasets import QAExample
+
+    posed = [QAExample("s", "1", "q?", ["a"], position=[0.0, 0.0, 0.0], rotation=[0.0, 0.0, 0.0, 1.0],
+                       position_origin=o) for o in ("scene", "box_centre")]
+    situated = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim, "situated_tokens": True})
+    assert "box_centre" in make_scene_store(cfg, source, situated, posed).need
+    assert "box_centre" not in make_scene_store(cfg, source, situated, posed[:1]).need
+    assert "box_centre" not in make_scene_store(cfg, source, mcfg, posed).need
+    assert torch.allclose(named.get(sid).box_centre, tensors["box_centre"][0])
 
 
 def test_bench_qa_train_settings_parse_as_batch_by_questions():

@@ -432,6 +432,7 @@ def to_sqa3d(questions: list[dict], split: str, id_base: int = 0) -> tuple[dict,
     """SQA3D's two files: (questions file dict, annotations file dict), joined on integer question_id.
 
     rotation is the quaternion turning +x into the facing direction (a rotation about z); position z is the floor.
+    Positions are scene coordinates (``"position_origin": "scene"``; the SQA3D release's are box-centred).
     """
     qs, anns = [], []
     for i, q in enumerate(questions):
@@ -444,4 +445,4 @@ def to_sqa3d(questions: list[dict], split: str, id_base: int = 0) -> tuple[dict,
                                                          for j, a in enumerate(q["answers"])],
                      "position": dict(q["position"]), "rotation": dict(q["rotation"])})
     head = {"info": {"description": "Chorus-QA synthetic world, SQA3D format"}, "data_type": "synth", "data_subtype": split}
-    return {**head, "questions": qs}, {**head, "annotations": anns}
+    return {**head, "questions": qs}, {**head, "position_origin": "scene", "annotations": anns}
