@@ -206,7 +206,7 @@ def load_models(config: AppConfig) -> LoadedModels:
     else:
         notes.append(f"open-vocabulary search is off: no `heads/` folder beside `{folders.encoder}`")
     llm = model.config.llm
-    description = (f"**Checkpoint** `{config.checkpoint}` · LLM `{llm}` · encoder "
+    description = (f"**Checkpoint** `{config.checkpoint}` · LLM `{llm}` ({model.config.llm_dtype}) · encoder "
                    f"`{folders.encoder if folders.encoder else 'raw Gaussian attributes'}` · "
                    f"{model.config.num_placeholders} scene tokens · search "
                    f"{'on (' + search.teacher_name + ' head)' if search else 'off'}")

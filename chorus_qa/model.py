@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
 from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, question_frame, resolve_pose, sector_ids
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class QABatch:
@@ -534,17 +539,28 @@ class ChorusQAModel(PromptBuilder, nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu", trainable: bool = False,
-                        cache_dir=None) -> "ChorusQAModel":
-        """Rebuild from a ``save_pretrained`` folder (no pickles anywhere)."""
+                        cache_dir=None, llm_dtype: str | None = None) -> "ChorusQAModel":
+        """Rebuild from a ``save_pretrained`` folder (no pickles anywhere).
+
+        llm_dtype  the frozen LLM's dtype; None = the checkpoint's, except that an LLM trained in bf16 runs in fp32
+                   for inference on a device without native bf16 (``adapters.llm.inference_dtype``: ~6x faster there).
+                   ``model.config.llm_dtype`` says what was loaded."""
         from safetensors.torch import load_file
 
-        from adapters.llm import load_llm
+        from adapters.llm import inference_dtype, load_llm
 
         directory = Path(directory)
         config_path = directory / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path}: missing; expected a ChorusQAModel.save_pretrained folder")
         config = QAModelConfig.from_dict(json.loads(config_path.read_text()))
+        if llm_dtype is None and not trainable:
+            llm_dtype = inference_dtype(config.llm_dtype, device)
+            if llm_dtype != config.llm_dtype:
+                log.info("%s: LLM trained in %s runs in %s here (no native bf16 on %s)", directory, config.llm_dtype,
+                         llm_dtype, device)
+        if llm_dtype is not None:
+            config = dataclasses.replace(config, llm_dtype=llm_dtype)
         lm, tokenizer = load_llm(config.llm, dtype=config.llm_dtype, quantization=config.quantization,
                                  cache_dir=cache_dir, device=device)
         add_scene_token(lm, tokenizer)

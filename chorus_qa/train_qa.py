@@ -87,7 +87,8 @@ class TrainQAConfig:
     grad_accum: int = 1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    bf16: bool = False                              # bf16 LLM weights (CPU and CUDA); trainables stay fp32
+    bf16: bool | str = False                        # bf16 LLM weights (CPU and CUDA); trainables stay fp32; "auto" = only
+                                                    # where bf16 is native (adapters.llm.fast_bf16; ~6x slower emulated)
     quantization: str | None = None                 # "4bit"/"8bit": bitsandbytes QLoRA base weights (CUDA only)
     eval_batch_size: int = 16
     max_new_tokens: int = 8
@@ -105,6 +106,8 @@ class TrainQAConfig:
         for name in ("batch_size", "questions_per_sequence", "grad_accum", "eval_batch_size", "max_new_tokens", "cache_points", "memory_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
+        if self.bf16 not in (True, False, "auto"):
+            raise ValueError(f"TrainQAConfig.bf16 = {self.bf16!r}: expected true, false or auto")
         if self.length_grouping < 0 or self.trim_memory_every < 0:
             raise ValueError(f"TrainQAConfig: length_grouping = {self.length_grouping}, trim_memory_every = "
                              f"{self.trim_memory_every}: expected >= 0")
@@ -443,13 +446,15 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
     from accelerate import Accelerator
     from tqdm import tqdm
 
+    from adapters.llm import fast_bf16
     from chorus_qa.datasets import load_qa_split
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cuda = torch.cuda.is_available()
+    bf16 = fast_bf16("cuda" if cuda else "cpu") if cfg.bf16 == "auto" else cfg.bf16
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not cuda,
-                              mixed_precision="bf16" if (cfg.bf16 and cuda) else "no")
+                              mixed_precision="bf16" if (bf16 and cuda) else "no")
     device = str(accelerator.device)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -470,7 +475,7 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
     source = SceneFeatureSource(cfg.encoder, device=device)
     model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": source.out_dim, "encoder_ref": cfg.encoder,
                                          "encoder_hash": source.encoder_hash,
-                                         "llm_dtype": "bfloat16" if cfg.bf16 else "float32",
+                                         "llm_dtype": "bfloat16" if bf16 else "float32",
                                          "quantization": cfg.quantization})
     store = make_scene_store(cfg, source, model_cfg, train_ex + val_ex)
     if main_process:

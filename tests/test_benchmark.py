@@ -73,7 +73,7 @@ class FakeFeatureLoader:
 @pytest.fixture
 def fake_model(monkeypatch):
     model = FakeQAModel()
-    monkeypatch.setattr(benchmark, "load_model", lambda checkpoint, device="cpu": model)
+    monkeypatch.setattr(benchmark, "load_model", lambda checkpoint, device="cpu", llm_dtype=None: model)
     monkeypatch.setattr(benchmark, "SceneFeatureLoader", FakeFeatureLoader)
     return model
 
@@ -225,7 +225,7 @@ def test_cli_with_a_tiny_random_model(tmp_path, monkeypatch):
     loaded = []  # load the checkpoint once (the first run); later runs reuse it to keep the test short
     real_load = benchmark.load_model
     monkeypatch.setattr(benchmark, "load_model",
-                        lambda ckpt, device="cpu": loaded[0] if loaded else loaded.append(real_load(ckpt, device)) or loaded[0])
+                        lambda ckpt, device="cpu", llm_dtype=None: loaded[0] if loaded else loaded.append(real_load(ckpt, device)) or loaded[0])
     data = tmp_path / "data"
     base = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--batch-size", "2",
             "--max-new-tokens", "3", "--no-java"]

@@ -14,7 +14,9 @@ from adapters.llm import (
     SMOLLM2_GGUF_NAME,
     build_byte_chat_tokenizer,
     extract_gguf_from_wheel,
+    fast_bf16,
     find_smollm2_gguf,
+    inference_dtype,
     load_llm,
     resolve_dtype,
     resolve_llm_spec,
@@ -62,9 +64,29 @@ def test_spec_errors_name_the_problem(tmp_path):
     assert resolve_llm_spec("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(ValueError, match="quantization"):
         load_llm("tiny-random-llama", quantization="3bit")
-    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype("auto") == torch.float32
+    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype("float32") == torch.float32
     with pytest.raises(ValueError, match="dtype"):
         resolve_dtype("int3")
+
+
+def test_fast_bf16_follows_the_cpu_flags(monkeypatch):
+    """Native bf16 on x86 = AVX512-BF16 or AMX tiles, as the kernel lists them in /proc/cpuinfo."""
+    if not os.path.isfile("/proc/cpuinfo") or os.uname().machine not in ("x86_64", "AMD64"):
+        pytest.skip("reads the x86 flags of /proc/cpuinfo")
+    monkeypatch.delenv("CHORUS_CPU_BF16", raising=False)
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    assert fast_bf16("cpu") == bool({"avx512_bf16", "amx_tile"} & flags)
+
+
+@pytest.mark.parametrize("forced, auto, inference", [("1", torch.bfloat16, "bfloat16"), ("0", torch.float32, "float32")])
+def test_auto_dtype_and_inference_dtype_follow_native_bf16(monkeypatch, forced, auto, inference):
+    monkeypatch.setenv("CHORUS_CPU_BF16", forced)
+    assert fast_bf16("cpu") == (forced == "1")
+    assert resolve_dtype("auto", "cpu") == auto
+    assert inference_dtype("bfloat16", "cpu") == inference
+    # fp32 and fp16 checkpoints keep their dtype either way
+    assert inference_dtype("float32", "cpu") == "float32" and inference_dtype("float16", "cpu") == "float16"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error path")

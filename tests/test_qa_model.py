@@ -248,6 +248,24 @@ def test_tiny_llama_loss_falls(model):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def frozen_llm_dtypes(model) -> set:
+    return {p.dtype for n, p in model.language_model.named_parameters() if "lora_" not in n}
+
+
+@pytest.mark.parametrize("native_bf16, expected", [("0", torch.float32), ("1", torch.bfloat16)])
+def test_bf16_checkpoint_loads_in_fp32_where_bf16_is_emulated(tmp_path, monkeypatch, native_bf16, expected):
+    ChorusQAModel.build(tiny_config(llm_dtype="bfloat16")).save_pretrained(tmp_path / "ckpt")
+    monkeypatch.setenv("CHORUS_CPU_BF16", native_bf16)
+    loaded = ChorusQAModel.from_pretrained(tmp_path / "ckpt")
+    assert frozen_llm_dtypes(loaded) == {expected}
+    assert loaded.config.llm_dtype == str(expected).removeprefix("torch.")
+    # an explicit dtype wins, and training resumes in the dtype it was trained in
+    forced = ChorusQAModel.from_pretrained(tmp_path / "ckpt", llm_dtype="float32")
+    assert frozen_llm_dtypes(forced) == {torch.float32}
+    resumed = ChorusQAModel.from_pretrained(tmp_path / "ckpt", trainable=True)
+    assert frozen_llm_dtypes(resumed) == {torch.bfloat16}
+
+
 def test_save_load_round_trip_identical_logits(model, tmp_path):
     f, m = random_scene()
     batch = make_batch([(f, m)], ["where is the lamp?"], ["on the desk"])

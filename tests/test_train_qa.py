@@ -46,6 +46,9 @@ def test_config_overrides_and_validation(tmp_path):
         load_config(str(path), ["model.feature_dim=4"])
     with pytest.raises(ValueError, match="nothing to train"):
         load_config(str(path), ["stage1.epochs=0", "stage2.epochs=0"])
+    assert load_config(str(path), ["bf16=auto"]).bf16 == "auto"
+    with pytest.raises(ValueError, match="bf16"):
+        load_config(str(path), ["bf16=maybe"])
 
 
 def test_lr_schedule_shape():
@@ -166,9 +169,10 @@ def test_pack_by_scene_groups_one_scene_and_covers_every_question():
     assert groups != pack_by_scene(examples, 3, random.Random(2))  # the order is shuffled per seed
 
 
-def test_packed_training_runs_fewer_steps_per_epoch(tiny_world, tmp_path):
+def test_packed_training_runs_fewer_steps_per_epoch(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHORUS_CPU_BF16", "0")  # bf16: auto trains in fp32 where bf16 is emulated
     d = tiny_config_dict(tiny_world, tmp_path / "packed")
-    d.update(questions_per_sequence=4, batch_size=2, stage2={"epochs": 0, "lr": 3e-3})
+    d.update(questions_per_sequence=4, batch_size=2, stage2={"epochs": 0, "lr": 3e-3}, bf16="auto")
     cfg_path = tmp_path / "packed.yaml"
     cfg_path.write_text(yaml.safe_dump(d))
     assert main(["--config", str(cfg_path), "--no-progress"]) == 0
@@ -184,6 +188,7 @@ def test_packed_training_runs_fewer_steps_per_epoch(tiny_world, tmp_path):
     history = json.loads((tmp_path / "packed" / "history.json").read_text())
     assert len(history["step"]) == -(-sequences // 2) < 32 // 2
     assert all(torch.isfinite(torch.tensor(history["loss"])))
+    assert json.loads((tmp_path / "packed" / "last" / "config.json").read_text())["llm_dtype"] == "float32"
 
 
 def test_pooled_store_variants_are_exact_cached_and_reproducible(tiny_world, tmp_path):
