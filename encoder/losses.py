@@ -12,6 +12,8 @@ Pure functions over plain tensors.
   all groups of the scene (symmetric InfoNCE, temperature 0.2 in the paper).
   Groups smaller than ``min_group_size`` are skipped; a scene with fewer than
   two usable groups contributes nothing.
+- :func:`loss_subset` picks the Gaussians that enter the losses: uniformly, or
+  class-balanced (each drawn with weight count(its class)^-power).
 """
 
 from __future__ import annotations
@@ -41,6 +43,27 @@ def distill_loss(
     l1 = F.smooth_l1_loss(pred, target, beta=smooth_l1_beta)
     total = cos_weight * cos + l1_weight * l1
     return total, {"cos": cos.detach(), "l1": l1.detach()}
+
+
+def loss_subset(
+    labels: torch.Tensor,  # [N] int64 class per candidate (any negative value counts as one more class)
+    k: int,
+    power: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``k`` distinct positions into ``labels`` (all of them, in order, when N <= k).
+
+    power 0 draws uniformly (``torch.randperm``: the classes in proportion to their size, walls and floors
+    first); power p > 0 draws without replacement with each row weighted by count(its class)^-p, so p = 1 gives
+    every class the same expected share of the first draws and p = 0.5 shares in proportion to sqrt(size)."""
+    n = labels.shape[0]
+    if n <= k:
+        return torch.arange(n, device=labels.device)
+    if power <= 0:
+        return torch.randperm(n, generator=generator)[:k].to(labels.device)
+    _, inv, counts = torch.unique(labels.cpu().clamp(min=-1), return_inverse=True, return_counts=True)
+    weights = counts.double().pow(-power)[inv]
+    return torch.multinomial(weights, k, replacement=False, generator=generator).to(labels.device)
 
 
 def split_group_halves(

@@ -42,7 +42,7 @@ from torch import nn
 
 from encoder.augment import AugmentConfig, augment_scene
 from encoder.heads import HeadsConfig, MultiTeacherHeads
-from encoder.losses import distill_loss, group_infonce
+from encoder.losses import distill_loss, group_infonce, loss_subset
 from encoder.pretrain_state import latest_checkpoint, load_checkpoint, load_init_weights, plot_loss_curve, read_log, save_checkpoint
 
 CONTRAST_KINDS = ("none", "semantic", "instance")
@@ -130,6 +130,9 @@ class PretrainConfig:
     # 1.7 s at 1 (encoder fwd+bwd ~0.9 s either way); 1 also leaves the encoder features closer to the targets.
     head_hidden_mult: int = 4
     max_loss_points: int = 16384  # Gaussians per teacher and micro-batch that enter the losses (random subset)
+    # 0: that subset is uniform (big classes, walls and floors, fill it); p > 0: class-balanced, each Gaussian
+    # drawn with weight count(its semantic class)^-p (encoder.losses.loss_subset; 0.5 = inverse sqrt)
+    loss_balance: float = 0.0
     min_group_size: int = 100  # InfoNCE: smaller groups (counted in the loss subset) are skipped
     temperature: float = 0.2
     checkpoint_every: int = 100
@@ -164,6 +167,8 @@ class PretrainConfig:
         for k in ("steps", "batch_size", "grad_accum", "head_hidden_mult", "max_loss_points", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, k) <= 0:
                 raise ValueError(f"{k}={getattr(self, k)}: expected > 0")
+        if not 0.0 <= self.loss_balance <= 1.0:
+            raise ValueError(f"loss_balance={self.loss_balance}: expected in [0, 1] (0 = uniform, 1 = inverse class size)")
         if self.temperature <= 0 or self.min_group_size < 2:
             raise ValueError(f"temperature={self.temperature} (> 0) / min_group_size={self.min_group_size} (>= 2) out of range")
 
@@ -331,7 +336,11 @@ def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers
         if target.shape[1] != t.dim:
             raise ValueError(f"teacher {t.name}: lifted features have dim {target.shape[1]}, config says dim={t.dim}")
         if index.numel() > cfg.max_loss_points:
-            pick = torch.randperm(index.numel(), generator=gen)[: cfg.max_loss_points].to(index.device)
+            if cfg.loss_balance > 0 and batch["semantic"] is None:
+                raise ValueError("loss_balance > 0 balances the loss points by semantic class, but the scenes have no "
+                                 "semantic labels; set loss_balance: 0")
+            classes = batch["semantic"][index] if cfg.loss_balance > 0 else index
+            pick = loss_subset(classes, cfg.max_loss_points, cfg.loss_balance, gen).to(index.device)
             target, index = target[pick], index[pick]
         pred = heads.project(t.name, features[index]).float()
         loss, parts = distill_loss(pred, target.to(pred.device), t.cos_weight, t.l1_weight)

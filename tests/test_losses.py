@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from encoder.heads import HeadsConfig, MultiTeacherHeads, TeacherProjector
-from encoder.losses import distill_loss, group_infonce, split_group_halves
+from encoder.losses import distill_loss, group_infonce, loss_subset, split_group_halves
 
 
 def test_distill_loss_matches_formula_and_zero_at_target():
@@ -112,3 +112,25 @@ def test_projector_shapes_and_heads_roundtrip(tmp_path):
     assert torch.equal(heads.project("a.b", x), again.project("a.b", x))
     with pytest.raises(ValueError, match="teacher_dims"):
         HeadsConfig(in_dim=16, teacher_dims={"x": 0})
+
+
+@pytest.mark.parametrize("power, share", [(0.0, 0.1), (0.5, 0.25), (1.0, 0.5)])
+def test_loss_subset_shares_follow_the_class_power(power, share):
+    """9,000 wall Gaussians and 1,000 cup Gaussians: the cups' expected share of a small draw is
+    n_cup^(1-p) / (n_cup^(1-p) + n_wall^(1-p)): 10 % uniform, 25 % at p = 0.5, 50 % at p = 1."""
+    labels = torch.cat([torch.zeros(9000, dtype=torch.long), torch.ones(1000, dtype=torch.long)])
+    shares = []
+    for seed in range(20):
+        pick = loss_subset(labels, 300, power, torch.Generator().manual_seed(seed))
+        assert pick.shape == (300,) and pick.unique().numel() == 300  # distinct rows
+        shares.append(labels[pick].float().mean().item())
+    assert abs(sum(shares) / len(shares) - share) < 0.03
+
+
+def test_loss_subset_keeps_everything_when_small_and_counts_unlabelled_as_a_class():
+    labels = torch.tensor([3, -1, 3, -5])
+    assert loss_subset(labels, 4, 1.0).tolist() == [0, 1, 2, 3]
+    # 2 labelled-3 rows and 2 unlabelled rows: at p = 1 both classes get half the mass
+    labels = torch.cat([torch.full((900,), 3), torch.full((100,), -1), torch.full((100,), -7)])
+    picks = torch.cat([loss_subset(labels, 50, 1.0, torch.Generator().manual_seed(s)) for s in range(20)])
+    assert abs((labels[picks] < 0).float().mean().item() - 0.5) < 0.05

@@ -82,6 +82,8 @@ def test_config_roundtrip_and_validation(tmp_path, dataset):
         TeacherSpec("x", 3, contrast="pixel")
     with pytest.raises(ValueError, match="head_hidden_mult"):
         PretrainConfig.from_dict({**cfg.to_dict(), "head_hidden_mult": 0})
+    with pytest.raises(ValueError, match="loss_balance"):
+        PretrainConfig.from_dict({**cfg.to_dict(), "loss_balance": 1.5})
 
 
 def test_sampler_stream_resumes_mid_epoch():
@@ -172,3 +174,28 @@ def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path, dataset):
     bad = write_config(tmp_path / "bad.yaml", dataset, tmp_path / "bad", init_from=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="init_from"):
         main(["--config", str(bad), "--no-progress"])
+
+
+def test_class_balanced_loss_points_flatten_the_class_mix(tmp_path, dataset, monkeypatch):
+    import encoder.pretrain as pretrain
+
+    calls = []
+    real = pretrain.loss_subset
+    monkeypatch.setattr(pretrain, "loss_subset", lambda classes, k, power, gen: _record(calls, real, classes, k, power, gen))
+    path = write_config(tmp_path / "c.yaml", dataset, tmp_path / "bal", loss_balance=1.0, max_loss_points=200)
+    assert main(["--config", str(path), "--no-progress", "--max-steps", "2"]) == 0
+    assert calls and all(power == 1.0 for *_, power in calls)
+
+    def top_share(labels):
+        return torch.unique(labels, return_counts=True)[1].max().item() / labels.numel()
+
+    # the biggest class fills less of the loss subset than of the candidates it was drawn from
+    assert all(top_share(picked) < top_share(classes) for classes, picked, _ in calls)
+    log = read_log(tmp_path / "bal" / "train_log.jsonl")
+    assert len(log) == 2 and all(math.isfinite(r["loss"]) for r in log)
+
+
+def _record(calls, real, classes, k, power, gen):
+    pick = real(classes, k, power, gen)
+    calls.append((classes, classes[pick], power))
+    return pick
