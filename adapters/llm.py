@@ -155,6 +155,14 @@ def fast_bf16(device: str = "cpu") -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
+def cpu_bf16_facts() -> dict:
+    """What a benchmark records about bf16 on this CPU: torch's CPU capability, ``fast_bf16`` and its override."""
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": fast_bf16("cpu"),
+            "CHORUS_CPU_BF16": os.environ.get("CHORUS_CPU_BF16")}
+
+
 def resolve_dtype(dtype, device: str = "cpu"):
     """``"auto"`` -> bf16 where its matmuls are native (``fast_bf16``), else fp32; strings map to torch dtypes."""
     import torch

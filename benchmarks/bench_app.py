@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from adapters.llm import fast_bf16
+    from adapters.llm import cpu_bf16_facts
     from chorus_qa.app_service import AppConfig, ChorusAppService
     from chorus_qa.demo import DEMO_SEEDS
 
@@ -95,9 +95,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "bench_app",
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "native_bf16": fast_bf16("cpu"),
-                    "CHORUS_CPU_BF16": os.environ.get("CHORUS_CPU_BF16")},
+                    "torch": torch.__version__, **cpu_bf16_facts()},
         "llm_dtype": service.models.session.model.config.llm_dtype if service.models else None,
         "checkpoint": ("tiny random-weight checkpoint (tests/test_app.py): plumbing only" if args.tiny else
                        "stand-in: random weights, demo shapes (small encoder, SmolLM2-135M, 64 scene tokens, LoRA r16): "

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from adapters.llm import fast_bf16  # noqa: E402
+from adapters.llm import cpu_bf16_facts  # noqa: E402
 
 QUESTIONS = ["what colour is the chair next to the bed?", "how many lamps are in the room?",
              "what is on top of the desk?", "where is the plant?", "is the door open or closed?",
@@ -147,9 +147,7 @@ def main(argv=None) -> int:
     results = {
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "load_avg_1min_at_start": round(os.getloadavg()[0], 2), "torch": torch.__version__,
-                    "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "native_bf16": fast_bf16("cpu"),
-                    "CHORUS_CPU_BF16": os.environ.get("CHORUS_CPU_BF16")},
+                    "python": platform.python_version(), **cpu_bf16_facts()},
         "llm": "SmolLM2-135M-Instruct (dequantized Q4_1 GGUF, cached safetensors)",
         "llm_load_s_cached": round(load_s, 2),
         "scene": {"gaussians": args.gaussians, "feature_dim": args.feature_dim, "scene_tokens": args.tokens},

@@ -339,7 +339,7 @@ def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers
             if cfg.loss_balance > 0 and batch["semantic"] is None:
                 raise ValueError("loss_balance > 0 balances the loss points by semantic class, but the scenes have no "
                                  "semantic labels; set loss_balance: 0")
-            classes = batch["semantic"][index] if cfg.loss_balance > 0 else index
+            classes = batch["semantic"][index] if cfg.loss_balance > 0 else index  # uniform: only the count matters
             pick = loss_subset(classes, cfg.max_loss_points, cfg.loss_balance, gen).to(index.device)
             target, index = target[pick], index[pick]
         pred = heads.project(t.name, features[index]).float()
