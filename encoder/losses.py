@@ -14,6 +14,12 @@ Pure functions over plain tensors.
   two usable groups contributes nothing.
 - :func:`loss_subset` picks the Gaussians that enter the losses: uniformly, or
   class-balanced (each drawn with weight count(its class)^-power).
+- :func:`vocab_kl` matches how the student and the teacher rank a fixed text
+  vocabulary: KL(softmax(cos(t, V) / tau) || softmax(cos(p, V) / tau)). Cosine
+  distillation spends its effort on the large shared part of the language
+  targets; open-vocabulary queries read only the small part that tells one
+  word from another, which this term weighs directly. No labels are used:
+  the teacher's own similarities are the soft targets.
 """
 
 from __future__ import annotations
@@ -43,6 +49,27 @@ def distill_loss(
     l1 = F.smooth_l1_loss(pred, target, beta=smooth_l1_beta)
     total = cos_weight * cos + l1_weight * l1
     return total, {"cos": cos.detach(), "l1": l1.detach()}
+
+
+def vocab_kl(
+    pred: torch.Tensor,  # [M, D] student features in the teacher's (text-aligned) space
+    target: torch.Tensor,  # [M, D] lifted teacher features
+    vocab: torch.Tensor,  # [V, D] text embeddings of a vocabulary (normalised here)
+    temperature: float = 0.03,
+) -> torch.Tensor:
+    """Mean over rows of KL(q_t || q_p), q_x = softmax(cos(x, vocab) / temperature). Zero (with a gradient)
+    when M == 0 and exactly zero where pred is a positive multiple of target."""
+    if pred.shape != target.shape or vocab.shape[-1] != pred.shape[-1]:
+        raise ValueError(f"vocab_kl: pred {tuple(pred.shape)}, target {tuple(target.shape)} and vocab "
+                         f"{tuple(vocab.shape)} disagree (expected [M, D], [M, D], [V, D])")
+    if temperature <= 0:
+        raise ValueError(f"vocab_kl: temperature={temperature}, expected > 0")
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
+    v = F.normalize(vocab.to(pred.device, pred.dtype), dim=-1)
+    log_q_p = F.log_softmax(F.normalize(pred, dim=-1, eps=1e-6) @ v.T / temperature, dim=-1)
+    log_q_t = F.log_softmax(F.normalize(target.to(pred.dtype), dim=-1, eps=1e-6) @ v.T / temperature, dim=-1)
+    return F.kl_div(log_q_p, log_q_t, log_target=True, reduction="batchmean")
 
 
 def loss_subset(

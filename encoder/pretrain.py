@@ -42,7 +42,7 @@ from torch import nn
 
 from encoder.augment import AugmentConfig, augment_scene
 from encoder.heads import HeadsConfig, MultiTeacherHeads
-from encoder.losses import distill_loss, group_infonce, loss_subset
+from encoder.losses import distill_loss, group_infonce, loss_subset, vocab_kl
 from encoder.pretrain_state import latest_checkpoint, load_checkpoint, load_init_weights, plot_loss_curve, read_log, save_checkpoint
 
 CONTRAST_KINDS = ("none", "semantic", "instance")
@@ -55,6 +55,9 @@ class TeacherSpec:
 
     contrast: InfoNCE on class-pooled ("semantic") or instance-pooled ("instance") means, or "none".
     start_fraction: the teacher's losses switch on after this fraction of the total steps.
+    vocab: for a language teacher, a label set (:mod:`encoder.label_sets`) whose prompt embeddings by
+    ``text_encoder`` the student must rank as the teacher does (:func:`encoder.losses.vocab_kl`, weight
+    ``vocab_weight``, temperature ``vocab_temperature``), or "none".
     """
 
     name: str
@@ -65,15 +68,25 @@ class TeacherSpec:
     contrast: str = "none"
     contrast_weight: float = 0.02
     start_fraction: float = 0.0
+    vocab: str = "none"
+    vocab_weight: float = 1.0
+    vocab_temperature: float = 0.03
+    text_encoder: str = "minilm"
 
     def __post_init__(self):
+        from encoder.label_sets import LABEL_SET_NAMES
+
+        if self.vocab != "none" and self.vocab not in LABEL_SET_NAMES:
+            raise ValueError(f"teachers[{self.name}].vocab={self.vocab!r}: expected 'none' or one of {LABEL_SET_NAMES}")
+        if self.vocab_temperature <= 0:
+            raise ValueError(f"teachers[{self.name}].vocab_temperature={self.vocab_temperature}: expected > 0")
         if self.dim <= 0:
             raise ValueError(f"teachers[{self.name}].dim={self.dim}: expected > 0")
         if self.contrast not in CONTRAST_KINDS:
             raise ValueError(f"teachers[{self.name}].contrast={self.contrast!r}: expected one of {CONTRAST_KINDS}")
         if not 0.0 <= self.start_fraction < 1.0:
             raise ValueError(f"teachers[{self.name}].start_fraction={self.start_fraction}: expected in [0, 1)")
-        for k in ("weight", "cos_weight", "l1_weight", "contrast_weight"):
+        for k in ("weight", "cos_weight", "l1_weight", "contrast_weight", "vocab_weight"):
             if getattr(self, k) < 0:
                 raise ValueError(f"teachers[{self.name}].{k}={getattr(self, k)}: expected >= 0")
 
@@ -324,8 +337,28 @@ def active_teachers(cfg: PretrainConfig, step: int) -> list[TeacherSpec]:
     return [t for t in cfg.teachers if step >= int(math.floor(t.start_fraction * cfg.steps))]
 
 
-def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers: list[TeacherSpec], cfg: PretrainConfig, gen: torch.Generator):
-    """Sum over teachers of weight * (cos + SmoothL1 + contrast_weight * InfoNCE). Returns (loss, logs)."""
+def teacher_vocabularies(teachers: list[TeacherSpec]) -> dict[str, torch.Tensor]:
+    """Unit-norm prompt embeddings [V, dim] of each teacher's ``vocab`` (teachers without one are left out)."""
+    from adapters.text import get_text_encoder
+    from encoder.label_sets import get_label_set
+    from encoder.zeroshot import encode_class_names
+
+    out = {}
+    for t in teachers:
+        if t.vocab == "none":
+            continue
+        emb = encode_class_names(get_label_set(t.vocab), get_text_encoder(t.text_encoder))
+        if emb.shape[1] != t.dim:
+            raise ValueError(f"teachers[{t.name}]: text encoder {t.text_encoder!r} embeds the {t.vocab} vocabulary in "
+                             f"{emb.shape[1]}-D, the teacher has dim={t.dim}; the vocab term needs the teacher's text space")
+        out[t.name] = emb
+    return out
+
+
+def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers: list[TeacherSpec], cfg: PretrainConfig, gen: torch.Generator,
+                       vocab: dict[str, torch.Tensor] | None = None):
+    """Sum over teachers of weight * (cos + SmoothL1 + contrast_weight * InfoNCE + vocab_weight * vocab KL).
+    ``vocab``: :func:`teacher_vocabularies`. Returns (loss, logs)."""
     from data import offset_to_batch
 
     total = features.sum() * 0.0
@@ -350,6 +383,10 @@ def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers
             nce, used = group_infonce(pred, labels[index].to(pred.device), scene_of_row[index], cfg.min_group_size, cfg.temperature, gen)
             loss = loss + t.contrast_weight * nce
             logs[f"{t.name}/nce"] = float(nce.detach())
+        if vocab is not None and t.name in vocab and t.vocab_weight > 0:
+            kl = vocab_kl(pred, target.to(pred.device), vocab[t.name], t.vocab_temperature)
+            loss = loss + t.vocab_weight * kl
+            logs[f"{t.name}/vocab_kl"] = float(kl.detach())
         total = total + t.weight * loss
     return total, logs
 
@@ -406,6 +443,7 @@ def _train(cfg: PretrainConfig, out: Path, max_steps: int | None, resume: str, p
     heads = MultiTeacherHeads(HeadsConfig(in_dim=enc_cfg.out_dim, teacher_dims={t.name: t.dim for t in cfg.teachers},
                                           hidden_mult=cfg.head_hidden_mult))
     model = DistillationModel(encoder, heads)
+    vocab = teacher_vocabularies(cfg.teachers)
     opt, sched = build_optimizer(model, cfg)
 
     start = 0
@@ -447,7 +485,7 @@ def _train(cfg: PretrainConfig, out: Path, max_steps: int | None, resume: str, p
             with sync:
                 with accelerator.autocast():
                     features = model(batch["means"].to(dev), batch["feats"].to(dev), batch["offset"].to(dev))
-                    loss, logs = multi_teacher_loss(features, raw.heads, batch, teachers, cfg, loss_gen)
+                    loss, logs = multi_teacher_loss(features, raw.heads, batch, teachers, cfg, loss_gen, vocab)
                 accelerator.backward(loss / cfg.grad_accum)
             loss_acc += float(loss.detach()) / cfg.grad_accum
             points += int(batch["means"].shape[0])

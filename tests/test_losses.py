@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from encoder.heads import HeadsConfig, MultiTeacherHeads, TeacherProjector
-from encoder.losses import distill_loss, group_infonce, loss_subset, split_group_halves
+from encoder.losses import distill_loss, group_infonce, loss_subset, split_group_halves, vocab_kl
 
 
 def test_distill_loss_matches_formula_and_zero_at_target():
@@ -134,3 +134,45 @@ def test_loss_subset_keeps_everything_when_small_and_counts_unlabelled_as_a_clas
     labels = torch.cat([torch.full((900,), 3), torch.full((100,), -1), torch.full((100,), -7)])
     picks = torch.cat([loss_subset(labels, 50, 1.0, torch.Generator().manual_seed(s)) for s in range(20)])
     assert abs((labels[picks] < 0).float().mean().item() - 0.5) < 0.05
+
+
+def test_vocab_kl_matches_formula_and_vanishes_on_scaled_targets():
+    g = torch.Generator().manual_seed(0)
+    pred, target, vocab = torch.randn(20, 6, generator=g), torch.randn(20, 6, generator=g), torch.randn(9, 6, generator=g)
+    tau = 0.07
+    ref = 0.0
+    for p, t in zip(pred, target):
+        cp = torch.stack([torch.dot(p, v) / (p.norm() * v.norm()) for v in vocab]) / tau
+        ct = torch.stack([torch.dot(t, v) / (t.norm() * v.norm()) for v in vocab]) / tau
+        qp, qt = torch.softmax(cp, 0), torch.softmax(ct, 0)
+        ref += float((qt * (qt.log() - qp.log())).sum())
+    assert vocab_kl(pred, target, vocab, tau).item() == pytest.approx(ref / 20, rel=1e-4)
+    # scale of the features and of the vocabulary rows does not matter; the ranking of the vocabulary does
+    assert vocab_kl(3.0 * target, target, 5.0 * vocab, tau).item() == pytest.approx(0.0, abs=1e-6)
+    assert vocab_kl(pred, target, vocab, tau).item() > 0.01
+    empty = torch.zeros(0, 6, requires_grad=True)
+    out = vocab_kl(empty, torch.zeros(0, 6), vocab)
+    out.backward()
+    assert out.item() == 0.0
+    with pytest.raises(ValueError, match="disagree"):
+        vocab_kl(pred, target, torch.randn(9, 5))
+    with pytest.raises(ValueError, match="temperature"):
+        vocab_kl(pred, target, vocab, 0.0)
+
+
+def test_vocab_kl_teaches_the_teachers_ranking_of_the_words():
+    """Descending on the KL alone makes the student pick the teacher's nearest word on every row, and moves it
+    there even when the cosine to the target is already high (the case cosine distillation handles badly)."""
+    g = torch.Generator().manual_seed(1)
+    vocab = F.normalize(torch.randn(12, 16, generator=g), dim=-1)
+    target = vocab[torch.arange(40) % 12] + 0.3 * torch.randn(40, 16, generator=g)
+    shared = 3.0 * torch.randn(16, generator=g)  # a big common part: both start with cosine ~0.9 to each other
+    pred = (shared + 0.5 * torch.randn(40, 16, generator=g)).requires_grad_(True)
+    nearest = lambda x: (F.normalize(x, dim=-1) @ vocab.T).argmax(1)
+    assert (nearest(pred.detach()) == nearest(target)).float().mean() < 0.5
+    opt = torch.optim.Adam([pred], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        vocab_kl(pred, target, vocab, 0.05).backward()
+        opt.step()
+    assert torch.equal(nearest(pred.detach()), nearest(target))

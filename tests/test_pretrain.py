@@ -84,6 +84,10 @@ def test_config_roundtrip_and_validation(tmp_path, dataset):
         PretrainConfig.from_dict({**cfg.to_dict(), "head_hidden_mult": 0})
     with pytest.raises(ValueError, match="loss_balance"):
         PretrainConfig.from_dict({**cfg.to_dict(), "loss_balance": 1.5})
+    with pytest.raises(ValueError, match="vocab"):
+        TeacherSpec("x", 3, vocab="imagenet")
+    with pytest.raises(ValueError, match="vocab_temperature"):
+        TeacherSpec("x", 3, vocab="scannet20", vocab_temperature=0.0)
 
 
 def test_sampler_stream_resumes_mid_epoch():
@@ -199,3 +203,31 @@ def _record(calls, real, classes, k, power, gen):
     pick = real(classes, k, power, gen)
     calls.append((classes, classes[pick], power))
     return pick
+
+
+def test_vocab_term_adds_the_teachers_word_ranking_to_the_language_loss(tmp_path, dataset):
+    """multi_teacher_loss with a vocabulary = without it + vocab_weight * vocab_kl on the same rows; the
+    vocabulary is embedded by the teacher's text encoder, and a dimension mismatch is a clear error."""
+    from encoder.heads import HeadsConfig, MultiTeacherHeads
+    from encoder.losses import vocab_kl
+    from encoder.pretrain import collate_batch, multi_teacher_loss, teacher_vocabularies
+
+    with pytest.raises(ValueError, match="384-D"):
+        teacher_vocabularies([TeacherSpec("lang", 8, vocab="scannet20")])
+    vocab = teacher_vocabularies([TeacherSpec("lang", 384, vocab="scannet20"), TeacherSpec("obj", 6)])
+    assert list(vocab) == ["lang"] and vocab["lang"].shape == (20, 384)
+    assert torch.allclose(vocab["lang"].norm(dim=1), torch.ones(20), atol=1e-5)
+
+    room = fake_room(0, n=300)
+    room.features["lang"] = (torch.randn(150, 384, generator=torch.Generator().manual_seed(2)), room.features["lang"][1])
+    cfg = PretrainConfig(**{**PretrainConfig.from_yaml(write_config(tmp_path / "c.yaml", dataset, tmp_path / "o")).to_dict(),
+                            "teachers": [{"name": "lang", "dim": 384, "vocab": "scannet20", "vocab_weight": 0.7}]})
+    heads = MultiTeacherHeads(HeadsConfig(in_dim=5, teacher_dims={"lang": 384}, hidden_mult=1))
+    batch = collate_batch([(room, torch.zeros(300, 1))])
+    feats = torch.randn(300, 5, generator=torch.Generator().manual_seed(3))
+    with_kl, logs = multi_teacher_loss(feats, heads, batch, cfg.teachers, cfg, torch.Generator().manual_seed(4), vocab)
+    without, _ = multi_teacher_loss(feats, heads, batch, cfg.teachers, cfg, torch.Generator().manual_seed(4), None)
+    target, index = room.features["lang"]
+    kl = vocab_kl(heads.project("lang", feats[index]), target, vocab["lang"], 0.03).detach()
+    assert logs["lang/vocab_kl"] == pytest.approx(float(kl), rel=1e-5)
+    assert float(with_kl) == pytest.approx(float(without) + 0.7 * float(kl), rel=1e-5)
