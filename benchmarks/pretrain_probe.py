@@ -15,6 +15,10 @@ Stages (each skipped when its output exists, so the script resumes):
   ceiling  linear probe on each teacher's lifted targets (and all of them concatenated): what a perfect
          student of that teacher would score. Only train rooms are lifted, so it fits on the first 3/4
          of them and scores the last 1/4 (not the held-out rooms of eval).
+  fit    where the student's zero-shot is lost, on its own train rooms: (a) the lifted caption targets
+         averaged within voxels of 2-8 cm (what a student that gives every Gaussian of a voxel one feature
+         could score at best), (b) the trained student there: zero-shot mIoU and its mean cosine to the
+         targets, raw and with each side's mean over the rooms taken off (the part that tells words apart).
   measure  one fwd+bwd step at 1 vs 2 threads (speed + run-to-run agreement) and under bf16 autocast.
 
 Writes benchmarks/results/pretrain_probe.json and .md.
@@ -24,6 +28,9 @@ Writes benchmarks/results/pretrain_probe.json and .md.
     python benchmarks/pretrain_probe.py --work runs/pp_warm --data-dir runs/pretrain_probe/synth --stages train,eval \
         --init-from runs/pretrain_probe/pretrain/checkpoints/step_0001500 --out benchmarks/results/pretrain_probe_warm.json
                                                               # 1500 more steps from a finished run, same rooms
+    python benchmarks/pretrain_probe.py --work runs/pp_vocab --data-dir runs/pretrain_probe/synth --stages train,eval,fit \
+        --vocab scannet200 --vocab-weight 0.2 --out benchmarks/results/pretrain_probe_vocab.json
+                                                              # the recipe plus the vocabulary term, same rooms
 """
 
 from __future__ import annotations
@@ -121,6 +128,13 @@ def pretrain_config(args, data_dir: Path):
     d["augment"]["max_points"] = args.max_points
     if args.init_from:
         d["init_from"] = str(args.init_from)
+    if args.vocab is not None:  # the language teacher's vocabulary term (encoder.losses.vocab_kl)
+        lang = [t for t in d["teachers"] if t["name"] == LANGUAGE_TEACHER]
+        if not lang:
+            raise ValueError(f"--vocab: the config has no {LANGUAGE_TEACHER} teacher")
+        lang[0]["vocab"] = args.vocab
+        if args.vocab_weight is not None:
+            lang[0]["vocab_weight"] = args.vocab_weight
     return PretrainConfig.from_dict(d)
 
 
@@ -261,6 +275,59 @@ def stage_ceiling(args, data_dir: Path) -> dict:
     return out
 
 
+def voxel_mean(means: torch.Tensor, feats: torch.Tensor, grid_size: float) -> torch.Tensor:
+    """Every row of ``feats`` [N, D] replaced by the mean over the rows whose ``means`` [N, 3] share its voxel."""
+    from encoder.grid import scatter_mean, voxelize
+
+    vox = voxelize(means, torch.tensor([len(means)]), grid_size)
+    return scatter_mean(feats, vox.inverse, vox.num_voxels)[vox.inverse]
+
+
+FIT_GRIDS = (0.02, 0.03, 0.05, 0.08)
+
+
+def stage_fit(args, data_dir: Path) -> dict:
+    """Zero-shot of the voxel-averaged targets and of the student on the first ``--fit-rooms`` train rooms."""
+    import torch.nn.functional as F
+
+    from adapters.text import get_text_encoder
+    from data import load_scene
+    from encoder.heads import MultiTeacherHeads
+    from encoder.ptv3 import ChorusEncoder
+    from encoder.zeroshot import ZeroShotSegmenter
+
+    class_names = json.loads((data_dir / "classes.json").read_text())["class_names"]
+    seg = ZeroShotSegmenter(class_names, get_text_encoder("minilm"))
+    run_dir = args.work / "pretrain"
+    encoder = ChorusEncoder.from_pretrained(run_dir / "encoder")
+    heads = MultiTeacherHeads.from_pretrained(run_dir / "heads")
+    conf = {g: 0 for g in (0.0,) + FIT_GRIDS}
+    conf_student, rows = 0, []
+    for i in read_split(data_dir, "train")[: args.fit_rooms]:
+        scene = load_scene(data_dir / "scenes" / i)
+        if LANGUAGE_TEACHER not in scene.features:
+            continue
+        target, index = scene.features[LANGUAGE_TEACHER]
+        target, index = target.float(), index.long()
+        labels = scene.semantic[index]
+        for g in conf:
+            conf[g] = conf[g] + seg.confusion(voxel_mean(scene.means[index], target, g) if g else target, labels)
+        pred = heads.project(LANGUAGE_TEACHER, encode_scene(encoder, scene, encoder.config.variant))[index].float()
+        conf_student = conf_student + seg.confusion(pred, labels)
+        rows.append((pred, target))
+    if not rows:
+        raise ValueError(f"fit: no train room of {data_dir} has lifted {LANGUAGE_TEACHER} targets (run the lift stage)")
+    mean_p = torch.cat([p for p, _ in rows]).mean(0)
+    mean_t = torch.cat([t for _, t in rows]).mean(0)
+    cos = torch.cat([F.cosine_similarity(p, t) for p, t in rows]).mean()
+    cos_c = torch.cat([F.cosine_similarity(p - mean_p, t - mean_t) for p, t in rows]).mean()
+    out = {"rooms": len(rows), "targets_zero_shot_miou": {("none" if g == 0 else f"{g:g} m"): seg.metrics(c)["miou"] for g, c in conf.items()},
+           "student_zero_shot_miou": seg.metrics(conf_student)["miou"], "student_target_cosine": float(cos),
+           "student_target_cosine_centred": float(cos_c)}
+    print("fit", json.dumps(out), flush=True)
+    return out
+
+
 def stage_measure(args, data_dir: Path) -> dict:
     """fwd+bwd of the small encoder on one cropped room: 1 vs 2 threads, agreement, bf16 autocast."""
     from data import load_scene
@@ -322,6 +389,12 @@ def markdown(res: dict) -> str:
         for name in ceil["teachers"] + ["all"]:
             m = ceil[name]
             lines.append(f"| {name if name != 'all' else 'all, concatenated'} | {100 * m['miou']:.1f} | {100 * m['macc']:.1f} | {100 * m['allacc']:.1f} |")
+    fit = res.get("fit")
+    if fit:
+        grids = ", ".join(f"{k} {100 * v:.1f}" for k, v in fit["targets_zero_shot_miou"].items())
+        lines += ["", f"Fit on {fit['rooms']} of its own train rooms (the `fit` stage): zero-shot mIoU of the lifted caption "
+                  f"targets averaged per voxel: {grids}; the student there: {100 * fit['student_zero_shot_miou']:.1f}, "
+                  f"cosine to the targets {fit['student_target_cosine']:.3f} (centred {fit['student_target_cosine_centred']:.3f})."]
     lines += ["", f"Reproduce: `{res['command']}`", ""]
     return "\n".join(lines)
 
@@ -343,6 +416,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-points", type=int, default=12000, help="training crop per room")
     p.add_argument("--probe-points", type=int, default=4000, help="labelled Gaussians per train room for the linear probe")
     p.add_argument("--stages", default="data,lift,train,eval,ceiling,measure")
+    p.add_argument("--vocab", default=None, help="the language teacher's vocabulary term: a label set (e.g. scannet200) or none "
+                   "(default: the config's)")
+    p.add_argument("--vocab-weight", type=float, default=None, help="its weight (default: the config's)")
+    p.add_argument("--fit-rooms", type=int, default=24, help="train rooms the fit stage reads")
     p.add_argument("--out", type=Path, default=RESULTS / "pretrain_probe.json")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="generated + lifted rooms of another run (default WORK/synth), e.g. to warm-start on the same rooms")
@@ -372,6 +449,8 @@ def main(argv=None) -> int:
     if "ceiling" in stages:
         res["teacher_probe_ceiling"] = stage_ceiling(args, data_dir)
         res["teacher_probe_ceiling"]["command"] = command
+    if "fit" in stages:
+        res["fit"] = stage_fit(args, data_dir)
     if "measure" in stages:
         res["measure"] = stage_measure(args, data_dir)
     args.out.parent.mkdir(parents=True, exist_ok=True)

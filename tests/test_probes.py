@@ -122,3 +122,31 @@ def test_teacher_ceiling_rows_align_each_teacher_on_the_gaussians_all_of_them_re
     rows, labels = mod.lifted_rows(scene, ["a", "b"])
     assert labels.tolist() == [6, 8]
     assert rows[0][:, 0].tolist() == [11.0, 13.0] and rows[1][:, 0].tolist() == [21.0, 23.0]
+
+
+def test_voxel_mean_averages_exactly_the_rows_of_each_voxel():
+    import benchmarks.pretrain_probe as mod
+
+    means = torch.tensor([[0.01, 0.01, 0.01], [0.04, 0.02, 0.0], [0.06, 0.0, 0.0], [0.01, 0.09, 0.0], [0.07, 0.03, 0.01]])
+    feats = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 0.0], [7.0, 1.0], [9.0, 4.0]])
+    out = mod.voxel_mean(means, feats, 0.05)  # voxels: {0, 1}, {2, 4}, {3}
+    assert torch.allclose(out, torch.tensor([[2.0, 1.0], [2.0, 1.0], [7.0, 2.0], [7.0, 1.0], [7.0, 2.0]]))
+    assert torch.equal(mod.voxel_mean(means, feats, 0.001), feats)  # every point alone in its voxel
+
+
+def test_pretrain_probe_vocab_flags_set_only_the_language_teacher(tmp_path):
+    import argparse
+
+    import benchmarks.pretrain_probe as mod
+    from encoder.pretrain import PretrainConfig
+
+    args = argparse.Namespace(config=str(mod.ROOT / "configs" / "pretrain_synth.yaml"), work=tmp_path, steps=10, max_points=100,
+                              init_from=None, vocab="scannet200", vocab_weight=0.4)
+    cfg = mod.pretrain_config(args, tmp_path / "data")
+    assert [(t.name, t.vocab, t.vocab_weight) for t in cfg.teachers if t.vocab != "none"] == [(mod.LANGUAGE_TEACHER, "scannet200", 0.4)]
+    assert all(t.vocab == "none" for t in mod.pretrain_config(argparse.Namespace(**{**vars(args), "vocab": None}), tmp_path).teachers)
+    d = PretrainConfig.from_yaml(args.config).to_dict()
+    d["teachers"] = [t for t in d["teachers"] if t["name"] != mod.LANGUAGE_TEACHER]
+    PretrainConfig.from_dict(d).to_yaml(tmp_path / "no_language.yaml")
+    with pytest.raises(ValueError, match="no caption_minilm teacher"):
+        mod.pretrain_config(argparse.Namespace(**{**vars(args), "config": str(tmp_path / "no_language.yaml")}), tmp_path)
