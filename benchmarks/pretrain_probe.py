@@ -424,7 +424,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="generated + lifted rooms of another run (default WORK/synth), e.g. to warm-start on the same rooms")
     p.add_argument("--init-from", default=None,
-                   help="warm start: a pretraining checkpoint folder (RUN/checkpoints/step_N); new optimizer and schedule")
+                   help="warm start: a pretraining checkpoint folder (RUN/checkpoints/step_N) or an exported encoder "
+                        "(encoder/ + heads/, e.g. checkpoints/demo); new optimizer and schedule")
     args = p.parse_args(argv)
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)

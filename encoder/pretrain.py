@@ -131,8 +131,8 @@ class PretrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 1000  # optimizer steps (the OneCycle schedule length)
-    # warm start: a checkpoint folder (``checkpoints/step_*`` with model.safetensors) whose encoder + projector
-    # weights start this run, with a fresh optimizer and schedule; ignored when the output dir has a checkpoint
+    # warm start: a checkpoint folder (``checkpoints/step_*`` with model.safetensors) or an exported encoder
+    # (``encoder/`` + ``heads/``, e.g. checkpoints/demo) whose encoder + projector weights start this run, with a fresh optimizer and schedule; ignored when the output dir has a checkpoint
     # to resume (so a warm-started run still resumes exactly)
     init_from: str | None = None
     batch_size: int = 2  # scenes per micro-batch

@@ -63,15 +63,23 @@ def load_checkpoint(path: Path, model: nn.Module, opt, sched) -> int:
 
 
 def load_init_weights(path: Path, model: nn.Module) -> None:
-    """Warm start: the model weights of a pretraining checkpoint folder (shapes must match the config)."""
+    """Warm start: the model weights of a pretraining checkpoint folder (``RUN/checkpoints/step_N``), or of an
+    exported encoder: a folder with ``encoder/`` and ``heads/`` (``RUN`` itself after a run, or a release such as
+    ``checkpoints/demo``). Shapes must match the config."""
     from safetensors.torch import load_file
 
     file = path / "model.safetensors"
-    if not file.is_file():
-        raise FileNotFoundError(f"init_from: {file} not found (expected a pretraining checkpoint folder, "
-                                f"e.g. RUN/checkpoints/step_0001500)")
+    parts = {k: path / k / "model.safetensors" for k in ("encoder", "heads")}
+    if file.is_file():
+        state = load_file(str(file))
+    elif all(f.is_file() for f in parts.values()):
+        state = {f"{k}.{name}": w for k, f in parts.items() for name, w in load_file(str(f)).items()}
+    else:
+        raise FileNotFoundError(f"init_from: neither {file} nor {parts['encoder']} + {parts['heads']} found (expected a "
+                                f"pretraining checkpoint folder, e.g. RUN/checkpoints/step_0001500, or an exported encoder "
+                                f"folder such as checkpoints/demo)")
     try:
-        model.load_state_dict(load_file(str(file)))
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"init_from {path}: the weights do not fit this config's encoder/teachers: {e}") from None
 

@@ -175,6 +175,10 @@ def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path, dataset):
     assert np.allclose([r["loss"] for r in warm], [r["loss"] for r in split], rtol=1e-5, atol=1e-6)
     # same first batch, but from run a's trained weights instead of a fresh model
     assert warm[0]["loss"] < 0.8 * cold[0]["loss"]
+    # the exported encoder/ + heads/ of run a (what a release ships) warm-start the same weights
+    exported = write_config(tmp_path / "exported.yaml", dataset, tmp_path / "exported", steps=4, init_from=str(tmp_path / "a"))
+    assert main(["--config", str(exported), "--no-progress", "--max-steps", "1"]) == 0
+    assert read_log(tmp_path / "exported" / "train_log.jsonl")[0]["loss"] == pytest.approx(warm[0]["loss"], rel=1e-5)
     bad = write_config(tmp_path / "bad.yaml", dataset, tmp_path / "bad", init_from=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="init_from"):
         main(["--config", str(bad), "--no-progress"])
