@@ -28,9 +28,7 @@ Writes benchmarks/results/pretrain_probe.json and .md.
     python benchmarks/pretrain_probe.py --work runs/pp_warm --data-dir runs/pretrain_probe/synth --stages train,eval \
         --init-from runs/pretrain_probe/pretrain/checkpoints/step_0001500 --out benchmarks/results/pretrain_probe_warm.json
                                                               # 1500 more steps from a finished run, same rooms
-    python benchmarks/pretrain_probe.py --work runs/pp_vocab --data-dir runs/pretrain_probe/synth --stages train,eval,fit \
-        --vocab scannet200 --vocab-weight 0.2 --out benchmarks/results/pretrain_probe_vocab.json
-                                                              # the recipe plus the vocabulary term, same rooms
+    python benchmarks/pretrain_probe.py --vocab none          # the recipe of the released encoder (no vocabulary term)
 """
 
 from __future__ import annotations
@@ -128,11 +126,12 @@ def pretrain_config(args, data_dir: Path):
     d["augment"]["max_points"] = args.max_points
     if args.init_from:
         d["init_from"] = str(args.init_from)
-    if args.vocab is not None:  # the language teacher's vocabulary term (encoder.losses.vocab_kl)
+    if args.vocab is not None or args.vocab_weight is not None:  # the language teacher's vocabulary term
         lang = [t for t in d["teachers"] if t["name"] == LANGUAGE_TEACHER]
         if not lang:
-            raise ValueError(f"--vocab: the config has no {LANGUAGE_TEACHER} teacher")
-        lang[0]["vocab"] = args.vocab
+            raise ValueError(f"--vocab / --vocab-weight: the config has no {LANGUAGE_TEACHER} teacher")
+        if args.vocab is not None:
+            lang[0]["vocab"] = args.vocab
         if args.vocab_weight is not None:
             lang[0]["vocab_weight"] = args.vocab_weight
     return PretrainConfig.from_dict(d)

@@ -21,7 +21,7 @@ start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 
 stamp "1/5 pretraining the encoder (benchmarks/pretrain_probe.py)"
-"$PY" benchmarks/pretrain_probe.py --work "$WORK/pretrain"
+"$PY" benchmarks/pretrain_probe.py --work "$WORK/pretrain" --vocab none   # the released encoder predates the vocabulary term
 
 stamp "2/5 exporting the encoder and its teacher heads to $OUT"
 "$PY" scripts/export_demo.py encoder --run "$WORK/pretrain/pretrain" --out "$OUT"

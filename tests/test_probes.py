@@ -144,7 +144,10 @@ def test_pretrain_probe_vocab_flags_set_only_the_language_teacher(tmp_path):
                               init_from=None, vocab="scannet200", vocab_weight=0.4)
     cfg = mod.pretrain_config(args, tmp_path / "data")
     assert [(t.name, t.vocab, t.vocab_weight) for t in cfg.teachers if t.vocab != "none"] == [(mod.LANGUAGE_TEACHER, "scannet200", 0.4)]
-    assert all(t.vocab == "none" for t in mod.pretrain_config(argparse.Namespace(**{**vars(args), "vocab": None}), tmp_path).teachers)
+    off = mod.pretrain_config(argparse.Namespace(**{**vars(args), "vocab": "none", "vocab_weight": None}), tmp_path)
+    assert all(t.vocab == "none" for t in off.teachers)
+    as_configured = mod.pretrain_config(argparse.Namespace(**{**vars(args), "vocab": None, "vocab_weight": None}), tmp_path)
+    assert as_configured.teachers == PretrainConfig.from_yaml(args.config).teachers
     d = PretrainConfig.from_yaml(args.config).to_dict()
     d["teachers"] = [t for t in d["teachers"] if t["name"] != mod.LANGUAGE_TEACHER]
     PretrainConfig.from_dict(d).to_yaml(tmp_path / "no_language.yaml")
