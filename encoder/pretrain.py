@@ -132,8 +132,9 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 1000  # optimizer steps (the OneCycle schedule length)
     # warm start: a checkpoint folder (``checkpoints/step_*`` with model.safetensors) or an exported encoder
-    # (``encoder/`` + ``heads/``, e.g. checkpoints/demo) whose encoder + projector weights start this run, with a fresh optimizer and schedule; ignored when the output dir has a checkpoint
-    # to resume (so a warm-started run still resumes exactly)
+    # (``encoder/`` + ``heads/``, e.g. checkpoints/demo) whose encoder + projector weights start this run, with a
+    # fresh optimizer and schedule; ignored when the output dir has a checkpoint to resume (so a warm-started run
+    # still resumes exactly)
     init_from: str | None = None
     batch_size: int = 2  # scenes per micro-batch
     grad_accum: int = 1
@@ -376,7 +377,8 @@ def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers
             pick = loss_subset(classes, cfg.max_loss_points, cfg.loss_balance, gen).to(index.device)
             target, index = target[pick], index[pick]
         pred = heads.project(t.name, features[index]).float()
-        loss, parts = distill_loss(pred, target.to(pred.device), t.cos_weight, t.l1_weight)
+        target = target.to(pred.device)
+        loss, parts = distill_loss(pred, target, t.cos_weight, t.l1_weight)
         logs[f"{t.name}/cos"], logs[f"{t.name}/l1"] = float(parts["cos"]), float(parts["l1"])
         labels = {"semantic": batch["semantic"], "instance": batch["instance"]}.get(t.contrast)
         if labels is not None and t.contrast_weight > 0:
@@ -384,7 +386,7 @@ def multi_teacher_loss(features, heads: MultiTeacherHeads, batch: dict, teachers
             loss = loss + t.contrast_weight * nce
             logs[f"{t.name}/nce"] = float(nce.detach())
         if vocab is not None and t.name in vocab and t.vocab_weight > 0:
-            kl = vocab_kl(pred, target.to(pred.device), vocab[t.name], t.vocab_temperature)
+            kl = vocab_kl(pred, target, vocab[t.name], t.vocab_temperature)
             loss = loss + t.vocab_weight * kl
             logs[f"{t.name}/vocab_kl"] = float(kl.detach())
         total = total + t.weight * loss
