@@ -6,7 +6,7 @@ import torch
 
 from encoder.data_efficient import DataEfficientConfig, limit_annotations, pick_scenes, run_data_efficient
 from encoder.decoder_probe import DecoderProbeConfig, evaluate_decoder_probe, knn_indices, train_decoder_probe
-from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
+from encoder.probe import LinearProbeConfig, evaluate_probe, lovasz_softmax, train_linear_probe
 from encoder.zeroshot import knn_vote
 
 
@@ -36,6 +36,40 @@ def test_knn_vote_on_toy_scene_matches_brute_force_majority():
     inner = ((query[:, :2] - 0.5).abs() > 0.15).all(1)
     truth = (query[:, 0] > 0.5).long() + 2 * (query[:, 1] > 0.5).long()
     assert (got[inner] == truth[inner]).float().mean() > 0.9
+
+
+def test_lovasz_softmax_of_hard_predictions_is_one_minus_iou_by_counting():
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    pred = torch.randint(0, 6, (300,), generator=g)
+    pred[:120] = labels[:120]
+    loss = lovasz_softmax(torch.eye(6)[pred], labels)
+    ious = [((pred == c) & (labels == c)).sum() / ((pred == c) | (labels == c)).sum() for c in labels.unique()]
+    assert loss.item() == pytest.approx(1.0 - float(torch.stack(ious).mean()), abs=1e-6)
+    assert lovasz_softmax(torch.eye(6)[labels], labels).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="expected"):
+        lovasz_softmax(torch.eye(6)[pred], labels[:10])
+
+
+def test_probe_class_weights_and_lovasz_move_the_boundary_towards_the_rare_class():
+    """1-D: 2000 points of class 0 around 0, 100 of class 1 around 1.5 (unit noise). Plain cross-entropy puts
+    the boundary near 0.75 + ln(20) / 1.5 = 2.75, so it recalls few of the rare class; weights count^-1
+    move it to the midpoint 0.75 (expected rare recall ~0.77). The IoU surrogate raises the mean IoU over the
+    two classes, which it stands in for, by recalling more of the rare class."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(2000, 1, generator=g), 1.5 + torch.randn(100, 1, generator=g)])
+    y = torch.cat([torch.zeros(2000, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    base = dict(epochs=30, batch_size=512, lr=0.05)
+    recall, miou = {}, {}
+    for name, over in {"ce": {}, "balanced": {"class_weight_power": 1.0}, "lovasz": {"lovasz_weight": 1.0}}.items():
+        pred = train_linear_probe(x, y, 2, LinearProbeConfig(**base, **over)).predict(x)
+        recall[name] = float((pred[y == 1] == 1).float().mean())
+        miou[name] = float(sum(((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum() for c in (0, 1))) / 2
+    assert recall["ce"] < 0.35
+    assert 0.6 < recall["balanced"] < 0.95
+    assert recall["lovasz"] > recall["ce"] + 0.05 and miou["lovasz"] > miou["ce"] + 0.03
+    with pytest.raises(ValueError, match="must be >= 0"):
+        LinearProbeConfig(class_weight_power=-1.0)
 
 
 def noisy_neighbourhood_scene(seed: int, n: int = 1000):
@@ -153,3 +187,38 @@ def test_pretrain_probe_vocab_flags_set_only_the_language_teacher(tmp_path):
     PretrainConfig.from_dict(d).to_yaml(tmp_path / "no_language.yaml")
     with pytest.raises(ValueError, match="no caption_minilm teacher"):
         mod.pretrain_config(argparse.Namespace(**{**vars(args), "config": str(tmp_path / "no_language.yaml")}), tmp_path)
+
+
+def test_probe_protocol_benchmark_end_to_end_on_tiny_rooms(tmp_path):
+    import json
+
+    import benchmarks.probe_protocol as mod
+    from data import save_scene
+    from data.synth import generate_room
+    from encoder.config import EncoderConfig
+    from encoder.heads import HeadsConfig, MultiTeacherHeads
+    from encoder.ptv3 import ChorusEncoder
+
+    data = tmp_path / "data"
+    for i, sid in enumerate(["room0", "room1"]):
+        scene, _ = generate_room(20 + i, density=0.03, scene_id=sid)
+        save_scene(scene, data / "scenes" / sid)
+    (data / "classes.json").write_text(json.dumps({"class_names": list(scene.class_names)}))
+    (data / "splits").mkdir()
+    for split, ids in (("train", "room0"), ("val", "room1"), ("test", "")):
+        (data / "splits" / f"{split}.txt").write_text(ids + "\n")
+    torch.manual_seed(0)
+    enc = ChorusEncoder(EncoderConfig.small(channels=(16, 32), depths=(1, 1), heads=(2, 4), patch_size=64, grid_size=0.1))
+    enc.save_pretrained(tmp_path / "run" / "encoder")
+    with pytest.raises(SystemExit, match="no heads/"):
+        mod.main(["--run", str(tmp_path / "run"), "--data-dir", str(data)])
+    MultiTeacherHeads(HeadsConfig(in_dim=enc.out_dim, teacher_dims={"caption_minilm": 384})).save_pretrained(tmp_path / "run" / "heads")
+    out = tmp_path / "pp.json"
+    assert mod.main(["--run", str(tmp_path / "run"), "--data-dir", str(data), "--probe-points", "500", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["train_rooms"] == 1 and res["held_out_rooms"] == 1
+    assert set(res["results"]) == {f"{f}/{p}" for f in ("backbone", "language_projector") for p in mod.PROTOCOLS}
+    assert all(0.0 <= r["miou"] <= 1.0 and 0.0 <= r["allacc"] <= 1.0 for r in res["results"].values())
+    assert res["protocols"]["ce"]["epochs"] == 20 and res["protocols"]["ce"]["lovasz_weight"] == 0.0
+    assert res["protocols"]["ce_lovasz"]["lovasz_weight"] == 1.0 and res["protocols"]["ce_40_epochs"]["epochs"] == 40
+    assert out.with_suffix(".md").read_text().count("| backbone |") == len(mod.PROTOCOLS)
