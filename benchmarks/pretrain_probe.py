@@ -29,6 +29,8 @@ Writes benchmarks/results/pretrain_probe.json and .md.
         --init-from runs/pretrain_probe/pretrain/checkpoints/step_0001500 --out benchmarks/results/pretrain_probe_warm.json
                                                               # 1500 more steps from a finished run, same rooms
     python benchmarks/pretrain_probe.py --vocab none          # the recipe of the released encoder (no vocabulary term)
+    python benchmarks/pretrain_probe.py --work runs/pp_more --extra-train-rooms 60 --stages data,lift,train,eval
+                                                              # 108 train rooms, the same 12 held out
 """
 
 from __future__ import annotations
@@ -62,10 +64,34 @@ def read_split(data_dir: Path, split: str) -> list[str]:
 
 
 def stage_data(args, data_dir: Path) -> None:
-    if (data_dir / "classes.json").is_file():
-        return
-    run([sys.executable, "-m", "data.synth", "--scenes", str(args.scenes), "--out", str(data_dir), "--seed", str(args.seed),
-         "--density", str(args.density)], args.work / "data.log")
+    if not (data_dir / "classes.json").is_file():
+        run([sys.executable, "-m", "data.synth", "--scenes", str(args.scenes), "--out", str(data_dir), "--seed", str(args.seed),
+             "--density", str(args.density)], args.work / "data.log")
+    if args.extra_train_rooms > 0:
+        add_train_rooms(args, data_dir)
+
+
+def add_train_rooms(args, data_dir: Path) -> None:
+    """``--extra-train-rooms N``: N more rooms from the next world seed (ids synth<seed+1>_*), generated into
+    DATA/extra, linked into DATA/scenes and appended to the train split. The held-out rooms stay the same, so
+    runs with and without them are scored alike. Idempotent."""
+    extra = data_dir / "extra"
+    if not (extra / "classes.json").is_file():
+        run([sys.executable, "-m", "data.synth", "--scenes", str(args.extra_train_rooms), "--out", str(extra), "--seed",
+             str(args.seed + 1), "--density", str(args.density)], args.work / "data.log")
+    if json.loads((extra / "classes.json").read_text()) != json.loads((data_dir / "classes.json").read_text()):
+        raise ValueError(f"{extra}: its classes.json differs from {data_dir / 'classes.json'}; the rooms cannot share a probe")
+    ids = sorted(d.name for d in (extra / "scenes").iterdir() if d.is_dir())[: args.extra_train_rooms]
+    if len(ids) < args.extra_train_rooms:
+        raise ValueError(f"{extra}: {len(ids)} rooms, --extra-train-rooms asks for {args.extra_train_rooms}")
+    for sid in ids:
+        link = data_dir / "scenes" / sid
+        if not link.exists():
+            link.symlink_to(Path("..") / "extra" / "scenes" / sid)
+    train = read_split(data_dir, "train")
+    new = [sid for sid in ids if sid not in train]
+    if new:
+        (data_dir / "splits" / "train.txt").write_text("\n".join(train + new) + "\n")
 
 
 # Mask-painted teachers are cheap to run (a lookup per instance): they get many views, and a higher
@@ -404,6 +430,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(ROOT / "configs" / "pretrain_synth.yaml"))
     p.add_argument("--scenes", type=int, default=60)
     p.add_argument("--density", type=float, default=0.3)
+    p.add_argument("--extra-train-rooms", type=int, default=0,
+                   help="more train rooms from the next world seed; the held-out rooms do not change")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=8, help="lifting cameras per room for the image teacher")
     p.add_argument("--mask-views", type=int, default=24, help="lifting cameras per room for the mask-painted teachers")

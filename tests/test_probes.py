@@ -222,3 +222,33 @@ def test_probe_protocol_benchmark_end_to_end_on_tiny_rooms(tmp_path):
     assert res["protocols"]["ce"]["epochs"] == 20 and res["protocols"]["ce"]["lovasz_weight"] == 0.0
     assert res["protocols"]["ce_lovasz"]["lovasz_weight"] == 1.0 and res["protocols"]["ce_40_epochs"]["epochs"] == 40
     assert out.with_suffix(".md").read_text().count("| backbone |") == len(mod.PROTOCOLS)
+
+
+def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path, monkeypatch):
+    import argparse
+    import json
+    from pathlib import Path
+
+    import benchmarks.pretrain_probe as mod
+
+    def fake_synth(cmd, log):  # stands in for `python -m data.synth --scenes N --out DIR --seed S`
+        n, out, seed = int(cmd[cmd.index("--scenes") + 1]), Path(cmd[cmd.index("--out") + 1]), int(cmd[cmd.index("--seed") + 1])
+        for i in range(n):
+            (out / "scenes" / f"synth{seed:02d}_{i:04d}").mkdir(parents=True)
+        (out / "splits").mkdir()
+        ids = [f"synth{seed:02d}_{i:04d}" for i in range(n)]
+        for split, part in (("train", ids[:-2]), ("val", ids[-2:-1]), ("test", ids[-1:])):
+            (out / "splits" / f"{split}.txt").write_text("\n".join(part) + "\n")
+        (out / "classes.json").write_text(json.dumps({"class_names": ["wall", "chair"]}))
+
+    monkeypatch.setattr(mod, "run", fake_synth)
+    data = tmp_path / "synth"
+    args = argparse.Namespace(scenes=5, seed=0, density=0.3, extra_train_rooms=3, work=tmp_path)
+    mod.stage_data(args, data)
+    mod.stage_data(args, data)  # a second pass changes nothing
+    assert mod.read_split(data, "train") == ["synth00_0000", "synth00_0001", "synth00_0002", "synth01_0000", "synth01_0001", "synth01_0002"]
+    assert mod.read_split(data, "val") == ["synth00_0003"] and mod.read_split(data, "test") == ["synth00_0004"]
+    assert (data / "scenes" / "synth01_0002").resolve() == (data / "extra" / "scenes" / "synth01_0002").resolve()
+    (data / "extra" / "classes.json").write_text(json.dumps({"class_names": ["wall"]}))
+    with pytest.raises(ValueError, match="differs"):
+        mod.stage_data(args, data)
