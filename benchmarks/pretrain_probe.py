@@ -51,6 +51,7 @@ import torch  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LANGUAGE_TEACHER = "caption_minilm"
+PROBE_EPOCHS = 20  # linear-probe epochs of every recorded result (evaluation and ceiling)
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -181,8 +182,14 @@ def encode_scene(encoder, scene, variant: str) -> torch.Tensor:
     return encoder(scene.means, scene_to_input(scene, variant), torch.tensor([len(scene)]))
 
 
+def probe_pick(labels: torch.Tensor, probe_points: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of up to probe_points labelled (>= 0) rows of one room, drawn at random without replacement."""
+    labelled = torch.nonzero(labels >= 0).squeeze(1)
+    return labelled[torch.randperm(labelled.numel(), generator=gen)[:probe_points]]
+
+
 def evaluate_encoder(encoder, heads, train_scenes, eval_scenes, class_names, text_encoder, probe_points: int, seed: int,
-                     probe_epochs: int = 20) -> dict:
+                     probe_epochs: int = PROBE_EPOCHS) -> dict:
     """Zero-shot + linear-probe metrics of one encoder (+ its language projector) on eval_scenes."""
     from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
     from encoder.zeroshot import ZeroShotSegmenter
@@ -193,8 +200,7 @@ def evaluate_encoder(encoder, heads, train_scenes, eval_scenes, class_names, tex
     xs, ys = [], []
     for s in train_scenes:
         f = encode_scene(encoder, s, encoder.config.variant)
-        lab = torch.nonzero(s.semantic >= 0).squeeze(1)
-        pick = lab[torch.randperm(lab.numel(), generator=gen)[:probe_points]]
+        pick = probe_pick(s.semantic, probe_points, gen)
         xs.append(f[pick])
         ys.append(s.semantic[pick])
     t0 = time.time()
@@ -292,7 +298,7 @@ def stage_ceiling(args, data_dir: Path) -> dict:
             pick = torch.randperm(len(y), generator=gen)[: args.probe_points]
             xs.append(torch.cat([feats[c] for c in cols], 1)[pick])
             ys.append(y[pick])
-        probe = train_linear_probe(torch.cat(xs), torch.cat(ys), len(class_names), LinearProbeConfig(epochs=20, seed=args.seed))
+        probe = train_linear_probe(torch.cat(xs), torch.cat(ys), len(class_names), LinearProbeConfig(epochs=PROBE_EPOCHS, seed=args.seed))
         m = evaluate_probe(probe, [torch.cat([f[c] for c in cols], 1) for f, _ in rows[cut:]], [y for _, y in rows[cut:]],
                            len(class_names), class_names)
         out[name] = {k: m[k] for k in ("miou", "macc", "allacc")}

@@ -11,7 +11,7 @@ choices (``encoder.probe.LinearProbeConfig``):
 each on the encoder's features (``backbone``) and, for comparison, on the output of its frozen language
 projector (``language_projector``, what zero-shot queries read). Writes JSON + markdown.
 
-    python benchmarks/probe_protocol.py --run runs/scratch_vkl6/pretrain --data-dir runs/pp_bal/synth \\
+    python benchmarks/probe_protocol.py --run runs/pp_vocab/pretrain --data-dir runs/pp_vocab/synth \\
         --out benchmarks/results/probe_protocol.json
 """
 
@@ -29,9 +29,9 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.pretrain_probe import LANGUAGE_TEACHER, encode_scene, read_split  # noqa: E402
+from benchmarks.pretrain_probe import LANGUAGE_TEACHER, PROBE_EPOCHS, encode_scene, probe_pick, read_split  # noqa: E402
 
-BASE = {"epochs": 20}  # pretrain_probe's evaluate_encoder
+BASE = {"epochs": PROBE_EPOCHS}
 PROTOCOLS = {
     "ce": {},
     "ce_lovasz": {"lovasz_weight": 1.0},
@@ -40,16 +40,12 @@ PROTOCOLS = {
 }
 
 
-def encode_rooms(run: Path, data_dir: Path, ids: list[str]) -> dict[str, list]:
+def encode_rooms(enc, heads, data_dir: Path, ids: list[str]) -> dict[str, list]:
     """{"backbone": [...], "language_projector": [...], "labels": [...]} per room, float16 features."""
     from tqdm import tqdm
 
     from data import load_scene
-    from encoder.heads import MultiTeacherHeads
-    from encoder.ptv3 import ChorusEncoder
 
-    enc = ChorusEncoder.from_pretrained(run / "encoder")
-    heads = MultiTeacherHeads.from_pretrained(run / "heads")
     out = {"backbone": [], "language_projector": [], "labels": []}
     for sid in tqdm(ids, desc="encode", unit="room"):
         scene = load_scene(data_dir / "scenes" / sid)
@@ -62,7 +58,9 @@ def encode_rooms(run: Path, data_dir: Path, ids: list[str]) -> dict[str, list]:
 
 
 def main(argv=None) -> int:
+    from encoder.heads import MultiTeacherHeads
     from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
+    from encoder.ptv3 import ChorusEncoder
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="a pretraining output folder with encoder/ and heads/")
@@ -78,12 +76,10 @@ def main(argv=None) -> int:
     class_names = json.loads((args.data_dir / "classes.json").read_text())["class_names"]
     train_ids = read_split(args.data_dir, "train")
     held_ids = read_split(args.data_dir, "val") + read_split(args.data_dir, "test")
-    train, held = encode_rooms(args.run, args.data_dir, train_ids), encode_rooms(args.run, args.data_dir, held_ids)
+    enc, heads = ChorusEncoder.from_pretrained(args.run / "encoder"), MultiTeacherHeads.from_pretrained(args.run / "heads")
+    train, held = encode_rooms(enc, heads, args.data_dir, train_ids), encode_rooms(enc, heads, args.data_dir, held_ids)
     gen = torch.Generator().manual_seed(args.seed)
-    picks = []
-    for y in train["labels"]:
-        lab = torch.nonzero(y >= 0).squeeze(1)
-        picks.append(lab[torch.randperm(lab.numel(), generator=gen)[: args.probe_points]])
+    picks = [probe_pick(y, args.probe_points, gen) for y in train["labels"]]
     y_train = torch.cat([y[i] for y, i in zip(train["labels"], picks)])
     res = {"run": str(args.run), "data_dir": str(args.data_dir), "train_rooms": len(train_ids), "held_out_rooms": len(held_ids),
            "probe_points": args.probe_points, "protocols": {k: LinearProbeConfig(**{**BASE, **v, "seed": args.seed}).__dict__
