@@ -31,6 +31,8 @@ Writes benchmarks/results/pretrain_probe.json and .md.
     python benchmarks/pretrain_probe.py --vocab none          # the recipe of the released encoder (no vocabulary term)
     python benchmarks/pretrain_probe.py --work runs/pp_more --extra-train-rooms 60 --stages data,lift,train,eval
                                                               # 108 train rooms, the same 12 held out
+    python benchmarks/pretrain_probe.py --work runs/pp_168 --extra-train-rooms 120 --stages data,lift,train,eval
+                                                              # 168: two more whole worlds (seeds 1 and 2)
 """
 
 from __future__ import annotations
@@ -72,23 +74,39 @@ def stage_data(args, data_dir: Path) -> None:
         add_train_rooms(args, data_dir)
 
 
+def extra_worlds(args) -> list[tuple[int, int, str]]:
+    """(world seed, rooms, folder name) of ``--extra-train-rooms N``: the rooms come from the next world seeds in
+    turn, at most ``--scenes`` rooms from each (seed+1 -> DATA/extra, seed+2 -> DATA/extra2, ...), so N <= --scenes
+    is one world, as it always was, and N = 2 * --scenes takes two whole worlds."""
+    out, left, k = [], int(args.extra_train_rooms), 1
+    while left > 0:
+        n = min(left, int(args.scenes))
+        out.append((int(args.seed) + k, n, "extra" if k == 1 else f"extra{k}"))
+        left -= n
+        k += 1
+    return out
+
+
 def add_train_rooms(args, data_dir: Path) -> None:
-    """``--extra-train-rooms N``: N more rooms from the next world seed (ids synth<seed+1>_*), generated into
-    DATA/extra, linked into DATA/scenes and appended to the train split. The held-out rooms stay the same, so
-    runs with and without them are scored alike. Idempotent."""
-    extra = data_dir / "extra"
-    if not (extra / "classes.json").is_file():
-        run([sys.executable, "-m", "data.synth", "--scenes", str(args.extra_train_rooms), "--out", str(extra), "--seed",
-             str(args.seed + 1), "--density", str(args.density)], args.work / "data.log")
-    if json.loads((extra / "classes.json").read_text()) != json.loads((data_dir / "classes.json").read_text()):
-        raise ValueError(f"{extra}: its classes.json differs from {data_dir / 'classes.json'}; the rooms cannot share a probe")
-    ids = sorted(d.name for d in (extra / "scenes").iterdir() if d.is_dir())[: args.extra_train_rooms]
-    if len(ids) < args.extra_train_rooms:
-        raise ValueError(f"{extra}: {len(ids)} rooms, --extra-train-rooms asks for {args.extra_train_rooms}")
-    for sid in ids:
-        link = data_dir / "scenes" / sid
-        if not link.exists():
-            link.symlink_to(Path("..") / "extra" / "scenes" / sid)
+    """``--extra-train-rooms N``: N more rooms from the next world seeds (ids synth<seed+k>_*, see extra_worlds),
+    generated into DATA/extra*, linked into DATA/scenes and appended to the train split. The held-out rooms stay
+    the same, so runs with and without them are scored alike. Idempotent."""
+    ids = []
+    for seed, n, name in extra_worlds(args):
+        extra = data_dir / name
+        if not (extra / "classes.json").is_file():
+            run([sys.executable, "-m", "data.synth", "--scenes", str(n), "--out", str(extra), "--seed", str(seed),
+                 "--density", str(args.density)], args.work / "data.log")
+        if json.loads((extra / "classes.json").read_text()) != json.loads((data_dir / "classes.json").read_text()):
+            raise ValueError(f"{extra}: its classes.json differs from {data_dir / 'classes.json'}; the rooms cannot share a probe")
+        have = sorted(d.name for d in (extra / "scenes").iterdir() if d.is_dir())[:n]
+        if len(have) < n:
+            raise ValueError(f"{extra}: {len(have)} rooms, --extra-train-rooms asks for {n} from world seed {seed}")
+        for sid in have:
+            link = data_dir / "scenes" / sid
+            if not link.exists():
+                link.symlink_to(Path("..") / name / "scenes" / sid)
+        ids += have
     train = read_split(data_dir, "train")
     new = [sid for sid in ids if sid not in train]
     if new:
@@ -437,7 +455,7 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", type=int, default=60)
     p.add_argument("--density", type=float, default=0.3)
     p.add_argument("--extra-train-rooms", type=int, default=0,
-                   help="more train rooms from the next world seed; the held-out rooms do not change")
+                   help="more train rooms from the next world seeds, at most --scenes from each; the held-out rooms do not change")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=8, help="lifting cameras per room for the image teacher")
     p.add_argument("--mask-views", type=int, default=24, help="lifting cameras per room for the mask-painted teachers")

@@ -227,6 +227,7 @@ def test_probe_protocol_benchmark_end_to_end_on_tiny_rooms(tmp_path):
 def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path, monkeypatch):
     import argparse
     import json
+    import shutil
     from pathlib import Path
 
     import benchmarks.pretrain_probe as mod
@@ -249,6 +250,16 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
     assert mod.read_split(data, "train") == ["synth00_0000", "synth00_0001", "synth00_0002", "synth01_0000", "synth01_0001", "synth01_0002"]
     assert mod.read_split(data, "val") == ["synth00_0003"] and mod.read_split(data, "test") == ["synth00_0004"]
     assert (data / "scenes" / "synth01_0002").resolve() == (data / "extra" / "scenes" / "synth01_0002").resolve()
+    # 8 rooms with a 5-room world: the whole next world (seed 1, 5 rooms) and 3 of the one after (seed 2)
+    more = argparse.Namespace(**{**vars(args), "extra_train_rooms": 8})
+    assert mod.extra_worlds(more) == [(1, 5, "extra"), (2, 3, "extra2")]
+    shutil.rmtree(data / "extra")
+    mod.stage_data(more, data)
+    mod.stage_data(more, data)
+    assert mod.read_split(data, "train") == ([f"synth00_{i:04d}" for i in range(3)] + [f"synth01_{i:04d}" for i in range(3)]
+                                             + [f"synth01_{i:04d}" for i in (3, 4)] + [f"synth02_{i:04d}" for i in range(3)])
+    assert (data / "scenes" / "synth02_0002").resolve() == (data / "extra2" / "scenes" / "synth02_0002").resolve()
+    assert len(set(mod.read_split(data, "train")) & {*mod.read_split(data, "val"), *mod.read_split(data, "test")}) == 0
     (data / "extra" / "classes.json").write_text(json.dumps({"class_names": ["wall"]}))
     with pytest.raises(ValueError, match="differs"):
         mod.stage_data(args, data)
