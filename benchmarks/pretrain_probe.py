@@ -66,6 +66,16 @@ def read_split(data_dir: Path, split: str) -> list[str]:
     return [s.strip() for s in (data_dir / "splits" / f"{split}.txt").read_text().splitlines() if s.strip()]
 
 
+def probe_train_ids(args, data_dir: Path) -> list[str]:
+    """The train rooms the linear probe, the teacher ceiling and the fit stage read: the base world's (synth<seed>_*).
+    Rooms added by --extra-train-rooms only train the encoder, so every run is scored on the same probe rooms."""
+    from data.synth.dataset import scene_id_for
+
+    ids = read_split(data_dir, "train")
+    prefix = scene_id_for(args.seed, 0)[: -len("0000")]
+    return [i for i in ids if i.startswith(prefix)] or ids
+
+
 def stage_data(args, data_dir: Path) -> None:
     if not (data_dir / "classes.json").is_file():
         run([sys.executable, "-m", "data.synth", "--scenes", str(args.scenes), "--out", str(data_dir), "--seed", str(args.seed),
@@ -249,7 +259,7 @@ def stage_eval(args, data_dir: Path) -> dict:
     run_dir = args.work / "pretrain"
     class_names = json.loads((data_dir / "classes.json").read_text())["class_names"]
     text_encoder = get_text_encoder("minilm")
-    train_ids = read_split(data_dir, "train")
+    train_ids = probe_train_ids(args, data_dir)
     held_ids = read_split(data_dir, "val") + read_split(data_dir, "test")
     train_scenes = [load_scene(data_dir / "scenes" / i) for i in train_ids]
     held_scenes = [load_scene(data_dir / "scenes" / i) for i in held_ids]
@@ -301,7 +311,7 @@ def stage_ceiling(args, data_dir: Path) -> dict:
     from encoder.probe import LinearProbeConfig, evaluate_probe, train_linear_probe
 
     class_names = json.loads((data_dir / "classes.json").read_text())["class_names"]
-    ids = read_split(data_dir, "train")
+    ids = probe_train_ids(args, data_dir)
     scenes = [load_scene(data_dir / "scenes" / i) for i in ids]
     teachers = sorted(set.intersection(*(set(s.features) for s in scenes)))
     if not teachers:
@@ -352,7 +362,7 @@ def stage_fit(args, data_dir: Path) -> dict:
     heads = MultiTeacherHeads.from_pretrained(run_dir / "heads")
     conf = {g: 0 for g in (0.0,) + FIT_GRIDS}
     conf_student, rows = 0, []
-    for i in read_split(data_dir, "train")[: args.fit_rooms]:
+    for i in probe_train_ids(args, data_dir)[: args.fit_rooms]:
         scene = load_scene(data_dir / "scenes" / i)
         if LANGUAGE_TEACHER not in scene.features:
             continue
@@ -414,11 +424,18 @@ def stage_measure(args, data_dir: Path) -> dict:
     return res
 
 
+def train_rooms(res: dict) -> str:
+    """'48 train', or '108 pretraining / 48 probe-training' when --extra-train-rooms trained on more rooms."""
+    probe = res.get("eval", {}).get("num_train_scenes", "?")
+    pre = res.get("pretrain_train_rooms", probe)
+    return f"{probe} train" if pre == probe else f"{pre} pretraining / {probe} probe-training"
+
+
 def markdown(res: dict) -> str:
     ev = res.get("eval", {})
     lines = ["# Pretraining evidence: synthetic rooms", "",
              f"{res['num_scenes']} rooms (density {res['density']}, ~{ev.get('mean_gaussians_held_out', 0):.0f} Gaussians), "
-             f"{ev.get('num_train_scenes', '?')} train / {len(ev.get('held_out_scenes', []))} held-out (val+test); "
+             f"{train_rooms(res)} / {len(ev.get('held_out_scenes', []))} held-out (val+test); "
              f"`small` encoder ({res.get('train', {}).get('encoder_params', 0) / 1e6:.1f}M params), "
              f"{res.get('train', {}).get('end_step', '?')} steps, training {res.get('train', {}).get('seconds', 0) / 60:.1f} min, "
              f"lifting {res.get('lift_seconds', 0) / 60:.1f} CPU-min (summed over 2 parallel workers) on 2 shared CPU cores.", "",
@@ -488,6 +505,8 @@ def main(argv=None) -> int:
     meta = {"num_scenes": args.scenes if not (data_dir / "splits").is_dir() else
                 sum(len(read_split(data_dir, k)) for k in ("train", "val", "test")), "density": args.density, "views": args.views, "mask_views": args.mask_views, "lift_size": [args.lift_width, args.lift_height], "steps": args.steps,
                 "max_points": args.max_points, "command": command}
+    if (data_dir / "splits").is_dir():
+        meta["pretrain_train_rooms"] = len(read_split(data_dir, "train"))
     if stages & {"data", "lift", "train", "eval"} or "command" not in res:
         res.update(meta)  # a later ceiling / measure pass keeps the settings and command that made the run
     if "data" in stages:

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.pretrain_probe import LANGUAGE_TEACHER, PROBE_EPOCHS, encode_scene, probe_pick, read_split  # noqa: E402
+from benchmarks.pretrain_probe import LANGUAGE_TEACHER, PROBE_EPOCHS, encode_scene, probe_pick, probe_train_ids, read_split  # noqa: E402
 
 BASE = {"epochs": PROBE_EPOCHS}
 PROTOCOLS = {
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--run {args.run}: no {sub}/ folder; expected a pretraining output folder")
     torch.set_num_threads(1)  # spconv's CPU convolutions want one thread (benchmarks/pretrain_probe.py, measure)
     class_names = json.loads((args.data_dir / "classes.json").read_text())["class_names"]
-    train_ids = read_split(args.data_dir, "train")
+    train_ids = probe_train_ids(args, args.data_dir)  # the base world's rooms, as pretrain_probe's probe
     held_ids = read_split(args.data_dir, "val") + read_split(args.data_dir, "test")
     enc, heads = ChorusEncoder.from_pretrained(args.run / "encoder"), MultiTeacherHeads.from_pretrained(args.run / "heads")
     train, held = encode_rooms(enc, heads, args.data_dir, train_ids), encode_rooms(enc, heads, args.data_dir, held_ids)

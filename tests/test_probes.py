@@ -260,6 +260,10 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
                                              + [f"synth01_{i:04d}" for i in (3, 4)] + [f"synth02_{i:04d}" for i in range(3)])
     assert (data / "scenes" / "synth02_0002").resolve() == (data / "extra2" / "scenes" / "synth02_0002").resolve()
     assert len(set(mod.read_split(data, "train")) & {*mod.read_split(data, "val"), *mod.read_split(data, "test")}) == 0
+    # the probe, the teacher ceiling and the fit stage read only the base world's train rooms
+    assert mod.probe_train_ids(more, data) == [f"synth00_{i:04d}" for i in range(3)]
+    assert mod.train_rooms({"pretrain_train_rooms": 11, "eval": {"num_train_scenes": 3}}) == "11 pretraining / 3 probe-training"
+    assert mod.train_rooms({"pretrain_train_rooms": 3, "eval": {"num_train_scenes": 3}}) == "3 train"
     (data / "extra" / "classes.json").write_text(json.dumps({"class_names": ["wall"]}))
     with pytest.raises(ValueError, match="differs"):
         mod.stage_data(args, data)
