@@ -32,7 +32,7 @@ Writes benchmarks/results/pretrain_probe.json and .md.
     python benchmarks/pretrain_probe.py --work runs/pp_more --extra-train-rooms 60 --stages data,lift,train,eval
                                                               # 108 train rooms, the same 12 held out
     python benchmarks/pretrain_probe.py --work runs/pp_168 --extra-train-rooms 120 --stages data,lift,train,eval
-                                                              # 168: two more whole worlds (seeds 1 and 2)
+                                                              # 168: two more whole worlds (seeds 1 and 3; 2 is Q&A's)
 """
 
 from __future__ import annotations
@@ -86,19 +86,23 @@ def stage_data(args, data_dir: Path) -> None:
 
 def extra_worlds(args) -> list[tuple[int, int, str]]:
     """(world seed, rooms, folder name) of ``--extra-train-rooms N``: the rooms come from the next world seeds in
-    turn, at most ``--scenes`` rooms from each (seed+1 -> DATA/extra, seed+2 -> DATA/extra2, ...), so N <= --scenes
-    is one world, as it always was, and N = 2 * --scenes takes two whole worlds."""
-    out, left, k = [], int(args.extra_train_rooms), 1
+    turn, skipping the Q&A world's seed (data.synth.dataset.QA_WORLD_SEED), at most ``--scenes`` rooms from each;
+    the first goes to DATA/extra, later ones to DATA/extra_seed<seed>. N <= --scenes is one world, as it always was."""
+    from data.synth.dataset import QA_WORLD_SEED
+
+    out, left, seed = [], int(args.extra_train_rooms), int(args.seed)
     while left > 0:
+        seed += 1
+        if seed == QA_WORLD_SEED:
+            continue
         n = min(left, int(args.scenes))
-        out.append((int(args.seed) + k, n, "extra" if k == 1 else f"extra{k}"))
+        out.append((seed, n, "extra" if not out else f"extra_seed{seed}"))
         left -= n
-        k += 1
     return out
 
 
 def add_train_rooms(args, data_dir: Path) -> None:
-    """``--extra-train-rooms N``: N more rooms from the next world seeds (ids synth<seed+k>_*, see extra_worlds),
+    """``--extra-train-rooms N``: N more rooms from the next world seeds (ids synth<seed>_*, see extra_worlds),
     generated into DATA/extra*, linked into DATA/scenes and appended to the train split. The held-out rooms stay
     the same, so runs with and without them are scored alike. Idempotent."""
     ids = []

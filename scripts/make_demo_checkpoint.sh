@@ -28,7 +28,7 @@ stamp "2/5 exporting the encoder and its teacher heads to $OUT"
 
 stamp "3/5 Q&A data: $QA_SCENES rooms"
 if [ ! -f "$WORK/qa_data/splits/val.txt" ]; then
-  "$PY" -m data.synth --scenes "$QA_SCENES" --out "$WORK/qa_data" --seed 2 --density 0.3 --workers 2
+  "$PY" -m data.synth --scenes "$QA_SCENES" --out "$WORK/qa_data" --seed 2 --density 0.3 --workers 2  # data.synth.dataset.QA_WORLD_SEED
 fi
 
 stamp "4/5 Q&A training"

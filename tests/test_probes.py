@@ -231,6 +231,7 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
     from pathlib import Path
 
     import benchmarks.pretrain_probe as mod
+    from data.synth.dataset import QA_WORLD_SEED
 
     def fake_synth(cmd, log):  # stands in for `python -m data.synth --scenes N --out DIR --seed S`
         n, out, seed = int(cmd[cmd.index("--scenes") + 1]), Path(cmd[cmd.index("--out") + 1]), int(cmd[cmd.index("--seed") + 1])
@@ -250,15 +251,15 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
     assert mod.read_split(data, "train") == ["synth00_0000", "synth00_0001", "synth00_0002", "synth01_0000", "synth01_0001", "synth01_0002"]
     assert mod.read_split(data, "val") == ["synth00_0003"] and mod.read_split(data, "test") == ["synth00_0004"]
     assert (data / "scenes" / "synth01_0002").resolve() == (data / "extra" / "scenes" / "synth01_0002").resolve()
-    # 8 rooms with a 5-room world: the whole next world (seed 1, 5 rooms) and 3 of the one after (seed 2)
+    # 8 rooms with a 5-room world: the whole next world (seed 1, 5 rooms) and 3 of the one after the Q&A world (seed 3)
     more = argparse.Namespace(**{**vars(args), "extra_train_rooms": 8})
-    assert mod.extra_worlds(more) == [(1, 5, "extra"), (2, 3, "extra2")]
+    assert QA_WORLD_SEED == 2 and mod.extra_worlds(more) == [(1, 5, "extra"), (3, 3, "extra_seed3")]
     shutil.rmtree(data / "extra")
     mod.stage_data(more, data)
     mod.stage_data(more, data)
     assert mod.read_split(data, "train") == ([f"synth00_{i:04d}" for i in range(3)] + [f"synth01_{i:04d}" for i in range(3)]
-                                             + [f"synth01_{i:04d}" for i in (3, 4)] + [f"synth02_{i:04d}" for i in range(3)])
-    assert (data / "scenes" / "synth02_0002").resolve() == (data / "extra2" / "scenes" / "synth02_0002").resolve()
+                                             + [f"synth01_{i:04d}" for i in (3, 4)] + [f"synth03_{i:04d}" for i in range(3)])
+    assert (data / "scenes" / "synth03_0002").resolve() == (data / "extra_seed3" / "scenes" / "synth03_0002").resolve()
     assert len(set(mod.read_split(data, "train")) & {*mod.read_split(data, "val"), *mod.read_split(data, "test")}) == 0
     # the probe, the teacher ceiling and the fit stage read only the base world's train rooms
     assert mod.probe_train_ids(more, data) == [f"synth00_{i:04d}" for i in range(3)]

@@ -26,6 +26,9 @@ from .qa import balance, blind_baseline, generate_questions, to_scanqa, to_sqa3d
 from .room import generate_room
 
 SPLITS = ("train", "val", "test")
+# The world of the Q&A rooms (scripts/make_demo_checkpoint.sh, configs/qa_synth.yaml). Encoder pretraining rooms come
+# from other seeds, so no Q&A room is ever seen by the encoder (benchmarks/pretrain_probe.py skips it).
+QA_WORLD_SEED = 2
 
 
 def scene_id_for(seed: int, i: int) -> str:
