@@ -442,7 +442,7 @@ def markdown(res: dict) -> str:
              f"{train_rooms(res)} / {len(ev.get('held_out_scenes', []))} held-out (val+test); "
              f"`small` encoder ({res.get('train', {}).get('encoder_params', 0) / 1e6:.1f}M params), "
              f"{res.get('train', {}).get('end_step', '?')} steps, training {res.get('train', {}).get('seconds', 0) / 60:.1f} min, "
-             f"lifting {res.get('lift_seconds', 0) / 60:.1f} CPU-min (summed over 2 parallel workers) on 2 shared CPU cores.", "",
+             f"lifting {res.get('lift_seconds', 0) / 60:.1f} CPU-min (summed over {res.get('lift_workers', 2)} parallel workers) on 2 shared CPU cores.", "",
              "| encoder | zero-shot mIoU | zero-shot f-mIoU | linear-probe mIoU | linear-probe mAcc |", "|---|---|---|---|---|"]
     for name in ("pretrained", "random_weights"):
         if name in ev:
@@ -506,15 +506,15 @@ def main(argv=None) -> int:
     stages = set(args.stages.split(","))
     res = json.loads(args.out.read_text()) if args.out.is_file() else {}
     command = "python benchmarks/pretrain_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if "data" in stages:
+        stage_data(args, data_dir)
     meta = {"num_scenes": args.scenes if not (data_dir / "splits").is_dir() else
                 sum(len(read_split(data_dir, k)) for k in ("train", "val", "test")), "density": args.density, "views": args.views, "mask_views": args.mask_views, "lift_size": [args.lift_width, args.lift_height], "steps": args.steps,
-                "max_points": args.max_points, "command": command}
-    if (data_dir / "splits").is_dir():
+                "max_points": args.max_points, "lift_workers": args.lift_workers, "command": command}
+    if (data_dir / "splits").is_dir():  # read after the data stage, which may add --extra-train-rooms
         meta["pretrain_train_rooms"] = len(read_split(data_dir, "train"))
     if stages & {"data", "lift", "train", "eval"} or "command" not in res:
         res.update(meta)  # a later ceiling / measure pass keeps the settings and command that made the run
-    if "data" in stages:
-        stage_data(args, data_dir)
     if "lift" in stages:
         res["lift_seconds"] = stage_lift(args, data_dir)
     if "train" in stages:

@@ -265,6 +265,10 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
     assert mod.probe_train_ids(more, data) == [f"synth00_{i:04d}" for i in range(3)]
     assert mod.train_rooms({"pretrain_train_rooms": 11, "eval": {"num_train_scenes": 3}}) == "11 pretraining / 3 probe-training"
     assert mod.train_rooms({"pretrain_train_rooms": 3, "eval": {"num_train_scenes": 3}}) == "3 train"
+    out = tmp_path / "res.json"  # the recorded room counts are read after the data stage made and extended the world
+    assert mod.main(["--work", str(tmp_path), "--data-dir", str(tmp_path / "fresh"), "--scenes", "5", "--extra-train-rooms", "8",
+                     "--stages", "data", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["pretrain_train_rooms"] == 11 and json.loads(out.read_text())["num_scenes"] == 13
     (data / "extra" / "classes.json").write_text(json.dumps({"class_names": ["wall"]}))
     with pytest.raises(ValueError, match="differs"):
         mod.stage_data(args, data)
