@@ -432,18 +432,25 @@ def train_rooms(res: dict) -> str:
     """'48 train', or '108 pretraining / 48 probe-training' when --extra-train-rooms trained on more rooms."""
     probe = res.get("eval", {}).get("num_train_scenes", "?")
     pre = res.get("pretrain_train_rooms", probe)
+    if probe == "?":  # no eval stage: only the pretraining rooms are known
+        return f"{pre} train"
     return f"{probe} train" if pre == probe else f"{pre} pretraining / {probe} probe-training"
 
 
 def markdown(res: dict) -> str:
-    ev = res.get("eval", {})
-    lines = ["# Pretraining evidence: synthetic rooms", "",
-             f"{res['num_scenes']} rooms (density {res['density']}, ~{ev.get('mean_gaussians_held_out', 0):.0f} Gaussians), "
-             f"{train_rooms(res)} / {len(ev.get('held_out_scenes', []))} held-out (val+test); "
-             f"`small` encoder ({res.get('train', {}).get('encoder_params', 0) / 1e6:.1f}M params), "
-             f"{res.get('train', {}).get('end_step', '?')} steps, training {res.get('train', {}).get('seconds', 0) / 60:.1f} min, "
-             f"lifting {res.get('lift_seconds', 0) / 60:.1f} CPU-min (summed over {res.get('lift_workers', 2)} parallel workers) on 2 shared CPU cores.", "",
-             "| encoder | zero-shot mIoU | zero-shot f-mIoU | linear-probe mIoU | linear-probe mAcc |", "|---|---|---|---|---|"]
+    """The run's report. Stages that did not run (e.g. a data,lift-only run) leave their parts out."""
+    ev, tr = res.get("eval", {}), res.get("train", {})
+    facts = [f"{res['num_scenes']} rooms (density {res['density']}"
+             + (f", ~{ev['mean_gaussians_held_out']:.0f} Gaussians)" if "mean_gaussians_held_out" in ev else ")"),
+             f"{train_rooms(res)}" + (f" / {len(ev['held_out_scenes'])} held-out (val+test)" if "held_out_scenes" in ev else "")]
+    if tr:
+        facts.append(f"`small` encoder ({tr.get('encoder_params', 0) / 1e6:.1f}M params), {tr.get('end_step', '?')} steps, "
+                     f"training {tr.get('seconds', 0) / 60:.1f} min")
+    if "lift_seconds" in res:
+        facts.append(f"lifting {res['lift_seconds'] / 60:.1f} CPU-min (summed over {res.get('lift_workers', 2)} parallel workers)")
+    lines = ["# Pretraining evidence: synthetic rooms", "", ", ".join(facts) + " on 2 shared CPU cores."]
+    if ev:
+        lines += ["", "| encoder | zero-shot mIoU | zero-shot f-mIoU | linear-probe mIoU | linear-probe mAcc |", "|---|---|---|---|---|"]
     for name in ("pretrained", "random_weights"):
         if name in ev:
             z, p = ev[name]["zero_shot"], ev[name]["linear_probe"]

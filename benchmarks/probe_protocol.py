@@ -7,6 +7,8 @@ choices (``encoder.probe.LinearProbeConfig``):
   ce_lovasz       + the Lovasz-softmax IoU surrogate (weight 1), as Pointcept's Sonata linear probing does
   ce_balanced     cross-entropy with class weights count(c)^-0.5
   ce_40_epochs    plain cross-entropy, twice as long
+  *_all_points    the same, fit on every labelled Gaussian of the train rooms instead of --probe-points a
+                  room (Pointcept's linear probing trains on whole scenes)
 
 each on the encoder's features (``backbone``) and, for comparison, on the output of its frozen language
 projector (``language_projector``, what zero-shot queries read). Writes JSON + markdown.
@@ -32,11 +34,15 @@ import torch  # noqa: E402
 from benchmarks.pretrain_probe import LANGUAGE_TEACHER, PROBE_EPOCHS, encode_scene, probe_pick, probe_train_ids, read_split  # noqa: E402
 
 BASE = {"epochs": PROBE_EPOCHS}
+ALL = {"points": "all", "max_train_points": 4_000_000}
 PROTOCOLS = {
     "ce": {},
     "ce_lovasz": {"lovasz_weight": 1.0},
     "ce_balanced": {"class_weight_power": 0.5},
     "ce_40_epochs": {"epochs": 40},
+    "ce_all_points": ALL,
+    "ce_lovasz_all_points": {**ALL, "lovasz_weight": 1.0},
+    "ce_balanced_all_points": {**ALL, "class_weight_power": 0.5},
 }
 
 
@@ -79,16 +85,20 @@ def main(argv=None) -> int:
     enc, heads = ChorusEncoder.from_pretrained(args.run / "encoder"), MultiTeacherHeads.from_pretrained(args.run / "heads")
     train, held = encode_rooms(enc, heads, args.data_dir, train_ids), encode_rooms(enc, heads, args.data_dir, held_ids)
     gen = torch.Generator().manual_seed(args.seed)
-    picks = [probe_pick(y, args.probe_points, gen) for y in train["labels"]]
-    y_train = torch.cat([y[i] for y, i in zip(train["labels"], picks)])
+    picks = {"sampled": [probe_pick(y, args.probe_points, gen) for y in train["labels"]],
+             "all": [torch.nonzero(y >= 0).squeeze(1) for y in train["labels"]]}
+    points = {k: v.get("points", "sampled") for k, v in PROTOCOLS.items()}
+    configs = {k: {n: x for n, x in {**BASE, **v, "seed": args.seed}.items() if n != "points"} for k, v in PROTOCOLS.items()}
     res = {"run": str(args.run), "data_dir": str(args.data_dir), "train_rooms": len(train_ids), "held_out_rooms": len(held_ids),
-           "probe_points": args.probe_points, "protocols": {k: LinearProbeConfig(**{**BASE, **v, "seed": args.seed}).__dict__
-                                                            for k, v in PROTOCOLS.items()}, "results": {}}
+           "probe_points": args.probe_points, "train_points": {k: int(sum(i.numel() for i in v)) for k, v in picks.items()},
+           "protocols": {k: {**LinearProbeConfig(**c).__dict__, "points": points[k]} for k, c in configs.items()}, "results": {}}
     for feats in ("backbone", "language_projector"):
-        x_train = torch.cat([f[i] for f, i in zip(train[feats], picks)]).float()
         for name, over in PROTOCOLS.items():
+            pk = picks[points[name]]
+            x_train = torch.cat([f[i] for f, i in zip(train[feats], pk)]).float()
+            y_train = torch.cat([y[i] for y, i in zip(train["labels"], pk)])
             t0 = time.time()
-            probe = train_linear_probe(x_train, y_train, len(class_names), LinearProbeConfig(**res["protocols"][name]))
+            probe = train_linear_probe(x_train, y_train, len(class_names), LinearProbeConfig(**configs[name]))
             m = evaluate_probe(probe, [f.float() for f in held[feats]], held["labels"], len(class_names), class_names)
             res["results"][f"{feats}/{name}"] = {"miou": m["miou"], "macc": m["macc"], "allacc": m["allacc"],
                                                  "seconds": round(time.time() - t0, 1), "per_class_iou": m.get("per_class_iou")}

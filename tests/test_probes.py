@@ -222,6 +222,13 @@ def test_probe_protocol_benchmark_end_to_end_on_tiny_rooms(tmp_path):
     assert res["protocols"]["ce"]["epochs"] == 20 and res["protocols"]["ce"]["lovasz_weight"] == 0.0
     assert res["protocols"]["ce_lovasz"]["lovasz_weight"] == 1.0 and res["protocols"]["ce_40_epochs"]["epochs"] == 40
     assert out.with_suffix(".md").read_text().count("| backbone |") == len(mod.PROTOCOLS)
+    from data import load_scene
+
+    labelled = int((load_scene(data / "scenes" / "room0").semantic >= 0).sum())
+    assert labelled > 500  # so the sampled and the all-points protocols see different points
+    assert res["train_points"] == {"sampled": 500, "all": labelled}
+    assert res["protocols"]["ce"]["points"] == "sampled" and res["protocols"]["ce_all_points"]["points"] == "all"
+    assert res["protocols"]["ce_lovasz_all_points"]["lovasz_weight"] == 1.0
 
 
 def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path, monkeypatch):
@@ -269,6 +276,10 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
     assert mod.main(["--work", str(tmp_path), "--data-dir", str(tmp_path / "fresh"), "--scenes", "5", "--extra-train-rooms", "8",
                      "--stages", "data", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["pretrain_train_rooms"] == 11 and json.loads(out.read_text())["num_scenes"] == 13
+    # a data-only run's report states what it made, not zeros of stages that did not run
+    report = out.with_suffix(".md").read_text()
+    assert "13 rooms (density 0.3), 11 train on 2 shared CPU cores." in report
+    assert "params" not in report and "| encoder |" not in report and "held-out" not in report
     (data / "extra" / "classes.json").write_text(json.dumps({"class_names": ["wall"]}))
     with pytest.raises(ValueError, match="differs"):
         mod.stage_data(args, data)
