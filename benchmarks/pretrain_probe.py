@@ -522,22 +522,32 @@ def main(argv=None) -> int:
         meta["pretrain_train_rooms"] = len(read_split(data_dir, "train"))
     if stages & {"data", "lift", "train", "eval"} or "command" not in res:
         res.update(meta)  # a later ceiling / measure pass keeps the settings and command that made the run
+    def save() -> None:  # after every stage, so a later stage that dies (e.g. out of memory) loses nothing before it
+        from data.atomic import atomic_file
+
+        for path, text in ((args.out, json.dumps(res, indent=1)), (args.out.with_suffix(".md"), markdown(res))):
+            with atomic_file(path) as tmp:
+                tmp.write_text(text)
+
     if "lift" in stages:
         res["lift_seconds"] = stage_lift(args, data_dir)
+        save()
     if "train" in stages:
         res["train"] = stage_train(args, data_dir)
+        save()
     if "eval" in stages:
         res["eval"] = stage_eval(args, data_dir)
+        save()
     if "ceiling" in stages:
         res["teacher_probe_ceiling"] = stage_ceiling(args, data_dir)
         res["teacher_probe_ceiling"]["command"] = command
+        save()
     if "fit" in stages:
         res["fit"] = stage_fit(args, data_dir)
+        save()
     if "measure" in stages:
         res["measure"] = stage_measure(args, data_dir)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(res))
+    save()
     print(markdown(res))
     return 0
 

@@ -283,3 +283,21 @@ def test_pretrain_probe_extra_train_rooms_are_linked_and_appended_once(tmp_path,
     (data / "extra" / "classes.json").write_text(json.dumps({"class_names": ["wall"]}))
     with pytest.raises(ValueError, match="differs"):
         mod.stage_data(args, data)
+
+
+def test_pretrain_probe_keeps_finished_stages_when_a_later_stage_dies(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.pretrain_probe as mod
+
+    def out_of_memory(args, data_dir):
+        raise MemoryError("fit")
+
+    monkeypatch.setattr(mod, "stage_eval", lambda args, data_dir: {"num_train_scenes": 3, "marker": 0.5})
+    monkeypatch.setattr(mod, "stage_fit", out_of_memory)
+    out = tmp_path / "res.json"
+    with pytest.raises(MemoryError):
+        mod.main(["--work", str(tmp_path / "work"), "--data-dir", str(tmp_path / "none"), "--stages", "eval,fit", "--out", str(out)])
+    res = json.loads(out.read_text())  # the eval stage's result survived the fit stage's death
+    assert res["eval"] == {"num_train_scenes": 3, "marker": 0.5} and "fit" not in res
+    assert out.with_suffix(".md").is_file() and not list(tmp_path.glob(".res.json.tmp-*"))
