@@ -522,6 +522,7 @@ def main(argv=None) -> int:
         meta["pretrain_train_rooms"] = len(read_split(data_dir, "train"))
     if stages & {"data", "lift", "train", "eval"} or "command" not in res:
         res.update(meta)  # a later ceiling / measure pass keeps the settings and command that made the run
+
     def save() -> None:  # after every stage, so a later stage that dies (e.g. out of memory) loses nothing before it
         from data.atomic import atomic_file
 

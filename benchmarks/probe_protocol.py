@@ -93,7 +93,7 @@ def main(argv=None) -> int:
            "probe_points": args.probe_points, "train_points": {k: int(sum(i.numel() for i in v)) for k, v in picks.items()},
            "protocols": {k: {**LinearProbeConfig(**c).__dict__, "points": points[k]} for k, c in configs.items()}, "results": {}}
     for feats in ("backbone", "language_projector"):
-        for name, over in PROTOCOLS.items():
+        for name in PROTOCOLS:
             pk = picks[points[name]]
             x_train = torch.cat([f[i] for f, i in zip(train[feats], pk)]).float()
             y_train = torch.cat([y[i] for y, i in zip(train["labels"], pk)])
