@@ -530,25 +530,15 @@ def main(argv=None) -> int:
             with atomic_file(path) as tmp:
                 tmp.write_text(text)
 
-    if "lift" in stages:
-        res["lift_seconds"] = stage_lift(args, data_dir)
-        save()
-    if "train" in stages:
-        res["train"] = stage_train(args, data_dir)
-        save()
-    if "eval" in stages:
-        res["eval"] = stage_eval(args, data_dir)
-        save()
-    if "ceiling" in stages:
-        res["teacher_probe_ceiling"] = stage_ceiling(args, data_dir)
-        res["teacher_probe_ceiling"]["command"] = command
-        save()
-    if "fit" in stages:
-        res["fit"] = stage_fit(args, data_dir)
-        save()
-    if "measure" in stages:
-        res["measure"] = stage_measure(args, data_dir)
-    save()
+    for stage, key, run_stage in (("lift", "lift_seconds", stage_lift), ("train", "train", stage_train), ("eval", "eval", stage_eval),
+                                  ("ceiling", "teacher_probe_ceiling", stage_ceiling), ("fit", "fit", stage_fit),
+                                  ("measure", "measure", stage_measure)):
+        if stage in stages:
+            res[key] = run_stage(args, data_dir)
+            if stage == "ceiling":
+                res[key]["command"] = command
+            save()
+    save()  # also a data-only run, which no stage above saved
     print(markdown(res))
     return 0
 

@@ -92,13 +92,13 @@ def main(argv=None) -> int:
     res = {"run": str(args.run), "data_dir": str(args.data_dir), "train_rooms": len(train_ids), "held_out_rooms": len(held_ids),
            "probe_points": args.probe_points, "train_points": {k: int(sum(i.numel() for i in v)) for k, v in picks.items()},
            "protocols": {k: {**LinearProbeConfig(**c).__dict__, "points": points[k]} for k, c in configs.items()}, "results": {}}
-    for feats in ("backbone", "language_projector"):
+    y_train = {kind: torch.cat([y[i] for y, i in zip(train["labels"], pk)]) for kind, pk in picks.items()}
+    for feats in ("backbone", "language_projector"):  # each point set gathered once per feature kind, not per protocol
+        x_train = {kind: torch.cat([f[i] for f, i in zip(train[feats], pk)]).float() for kind, pk in picks.items()}
         for name in PROTOCOLS:
-            pk = picks[points[name]]
-            x_train = torch.cat([f[i] for f, i in zip(train[feats], pk)]).float()
-            y_train = torch.cat([y[i] for y, i in zip(train["labels"], pk)])
             t0 = time.time()
-            probe = train_linear_probe(x_train, y_train, len(class_names), LinearProbeConfig(**configs[name]))
+            probe = train_linear_probe(x_train[points[name]], y_train[points[name]], len(class_names),
+                                       LinearProbeConfig(**configs[name]))
             m = evaluate_probe(probe, [f.float() for f in held[feats]], held["labels"], len(class_names), class_names)
             res["results"][f"{feats}/{name}"] = {"miou": m["miou"], "macc": m["macc"], "allacc": m["allacc"],
                                                  "seconds": round(time.time() - t0, 1), "per_class_iou": m.get("per_class_iou")}
