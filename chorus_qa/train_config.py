@@ -55,6 +55,8 @@ class TrainQAConfig:
     max_new_tokens: int = 8
     seed: int = 0
     resume: bool = True
+    save_every_steps: int = 0                       # also write a resumable last/ every this many optimizer steps
+                                                    # (0 = only after each epoch): a rerun continues mid-epoch
     threads: int | None = None                      # torch CPU threads (None: torch default)
     trim_memory_every: int = 50                     # steps between glibc malloc_trim calls (0 = never): see release_free_memory
 
@@ -69,9 +71,9 @@ class TrainQAConfig:
                 raise ValueError(f"TrainQAConfig.{name} = {getattr(self, name)}: expected >= 1")
         if self.bf16 not in (True, False, "auto"):
             raise ValueError(f"TrainQAConfig.bf16 = {self.bf16!r}: expected true, false or auto")
-        if self.length_grouping < 0 or self.trim_memory_every < 0:
+        if self.length_grouping < 0 or self.trim_memory_every < 0 or self.save_every_steps < 0:
             raise ValueError(f"TrainQAConfig: length_grouping = {self.length_grouping}, trim_memory_every = "
-                             f"{self.trim_memory_every}: expected >= 0")
+                             f"{self.trim_memory_every}, save_every_steps = {self.save_every_steps}: expected >= 0")
         if self.pooled_variants < 0:
             raise ValueError(f"TrainQAConfig.pooled_variants = {self.pooled_variants}: expected >= 0")
         pooling = self.model.get("pooling", "cell")

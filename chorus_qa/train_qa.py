@@ -12,7 +12,11 @@ Per-scene encoder features are computed once into a feature cache.
 Outputs in ``out_dir``: ``last/`` and ``best/`` (ChorusQAModel checkpoints; ``last``
 also holds the optimizer and trainer state for resuming), ``history.json``,
 ``curves.png`` (train loss, val EM@1). Checkpoints are written atomically; a rerun
-with the same ``out_dir`` resumes after the last finished epoch.
+with the same ``out_dir`` resumes where ``last/`` was written: after an epoch, or
+mid-epoch with ``save_every_steps``, ``--stop-after-steps`` / ``--stop-after-minutes``
+(a time budget) or Ctrl-C / SIGTERM (the current step finishes, then ``last/`` is
+written). Every batch draws its randomness from its own place in the run, so a
+resumed run trains exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import zlib
 from collections import OrderedDict, defaultdict
@@ -326,6 +332,43 @@ def release_free_memory() -> bool:
     return True
 
 
+def batch_rng(seed: int, epoch: int, process: int, index: int) -> random.Random:
+    """The random draws of one training batch (its answers, its pooled variants), seeded by the batch's place in the
+    run; torch's generator is seeded the same way (LoRA dropout). A run resumed mid-epoch draws what an
+    uninterrupted one does, under any number of processes."""
+    key = zlib.crc32(f"{seed}/{epoch}/{process}/{index}".encode())
+    torch.manual_seed(key)
+    return random.Random(key)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM during training: finish the current step, write a resumable ``last/``, then return. A second
+    signal stops at once (``KeyboardInterrupt``). Only in a single process's main thread; under ``accelerate launch``
+    the periodic ``save_every_steps`` checkpoints are what a killed run resumes from."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a resumable checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopRequest":
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1, then cosine decay to 0.1 over ``total`` steps."""
     if step < warmup:
@@ -334,8 +377,17 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
-    """Run (or resume) the two-stage recipe; return the history dict."""
+def train(cfg: TrainQAConfig, progress: bool = True, stop_after_steps: int | None = None,
+          stop_after_minutes: float | None = None) -> dict:
+    """Run (or resume) the two-stage recipe; return the history dict. ``stop_after_steps`` / ``stop_after_minutes``:
+    stop after this many optimizer steps / minutes of training in this call (a resumable ``last/`` is written, and
+    the returned dict says ``stopped_at_step``); rerun to continue."""
+    with StopRequest(enabled=True) as stop:
+        return _train(cfg, progress, stop_after_steps, stop_after_minutes, stop)
+
+
+def _train(cfg: TrainQAConfig, progress: bool, stop_after_steps: int | None, stop_after_minutes: float | None,
+           stop: StopRequest) -> dict:
     from accelerate import Accelerator
     from tqdm import tqdm
 
@@ -374,7 +426,7 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
         store.precompute([e.scene_id for e in train_ex + val_ex], progress)
     accelerator.wait_for_everyone()
     model = ChorusQAModel.build(model_cfg, device=device)
-    trainer_state = {"epoch": 0, "global_step": 0, "best_em": -1.0,
+    trainer_state = {"epoch": 0, "epoch_batches": 0, "global_step": 0, "best_em": -1.0,
                      "history": {"step": [], "loss": [], "eval": []}, "config": cfg.to_dict()}
     last = out_dir / "last"
     resuming = cfg.resume and (last / TRAINER_STATE).is_file()
@@ -386,8 +438,30 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
     steps_per_epoch = math.ceil(n_sequences / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
     t_start = time.time()
     optimizer, current_stage, wrapped = None, None, None
+    first_epoch, run_steps = trainer_state["epoch"], 0
+    if accelerator.num_processes > 1:
+        stop.enabled = False  # every process must stop at the same step: only the budgets are shared
 
-    for epoch in range(trainer_state["epoch"], total_epochs):
+    def save_last(epoch_batches: int) -> None:
+        trainer_state["epoch_batches"] = epoch_batches
+        if main_process:
+            save_training_state(out_dir, model, getattr(optimizer, "optimizer", optimizer), trainer_state)
+            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            plot_curves(history, out_dir / "curves.png")
+        accelerator.wait_for_everyone()
+
+    def out_of_budget() -> bool:
+        return bool(stop.signal is not None or (stop_after_steps and run_steps >= stop_after_steps)
+                    or (stop_after_minutes and time.time() - t_start >= 60 * stop_after_minutes))
+
+    def stopped() -> dict:
+        step = trainer_state["global_step"]
+        if main_process:
+            print(f"stopped at step {step} (epoch {trainer_state['epoch'] + 1}, batch {trainer_state['epoch_batches']}); "
+                  f"{out_dir / 'last'} holds the state: rerun the same command to continue", file=sys.stderr, flush=True)
+        return {**history, "stopped_at_step": step}
+
+    for epoch in range(first_epoch, total_epochs):
         stage = 1 if epoch < cfg.stage1.epochs else 2
         stage_cfg = cfg.stage1 if stage == 1 else cfg.stage2
         if stage != current_stage:
@@ -406,15 +480,20 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
         model.train()
         groups = pack_by_scene(train_ex, cfg.questions_per_sequence, random.Random(cfg.seed * 1000 + epoch))
         order = groups[accelerator.process_index::accelerator.num_processes]
-        answer_rng = random.Random(cfg.seed * 7919 + epoch)
         lengths = (sequence_lengths(order, train_ex, model, store if isinstance(store, PooledSceneStore) else None)
                    if cfg.length_grouping > cfg.batch_size else [0] * len(order))
         batches = [[order[i] for i in batch] for batch in
                    group_by_length(lengths, cfg.batch_size, cfg.length_grouping, random.Random(cfg.seed * 31 + epoch))]
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{total_epochs} (stage {stage})", unit="batch", disable=not progress)
-        running, stage_step = [], (epoch - stage_first_epoch) * steps_per_epoch
-        for batch_idx in bar:
-            batch = make_packed_batch([[train_ex[i] for i in group] for group in batch_idx], store, answer_rng)
+        skip = trainer_state.get("epoch_batches", 0) if epoch == first_epoch else 0
+        if skip and main_process:
+            print(f"resuming epoch {epoch + 1} after batch {skip} of {len(batches)} (step {trainer_state['global_step']})",
+                  file=sys.stderr, flush=True)
+        bar = tqdm(range(skip, len(batches)), desc=f"epoch {epoch + 1}/{total_epochs} (stage {stage})", unit="batch",
+                   initial=skip, total=len(batches), disable=not progress)
+        running, stage_step = [], (epoch - stage_first_epoch) * steps_per_epoch + skip // cfg.grad_accum
+        for index in bar:
+            rng = batch_rng(cfg.seed, epoch, accelerator.process_index, index)
+            batch = make_packed_batch([[train_ex[i] for i in group] for group in batches[index]], store, rng)
             with accelerator.accumulate(wrapped):
                 loss = wrapped(batch)
                 accelerator.backward(loss)
@@ -434,6 +513,14 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
                 history["loss"].append(sum(running) / len(running))
                 bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
                 running = []
+                run_steps += 1
+                if index + 1 < len(batches):
+                    done = out_of_budget()
+                    if done or (cfg.save_every_steps and trainer_state["global_step"] % cfg.save_every_steps == 0):
+                        save_last(index + 1)
+                        if done:
+                            bar.close()
+                            return stopped()
 
         accelerator.wait_for_everyone()
         if main_process:
@@ -451,18 +538,16 @@ def train(cfg: TrainQAConfig, progress: bool = True) -> dict:
                           f"scene (README, Scene Q&A: collapsed scene tokens)", file=sys.stderr, flush=True)
             entry["elapsed_s"] = round(time.time() - t_start, 1)
             history["eval"].append(entry)
-            trainer_state["epoch"] = epoch + 1
             is_best = bool(metrics["n"]) and metrics["em"] > trainer_state["best_em"]
             if is_best:
                 trainer_state["best_em"] = metrics["em"]
-            save_training_state(out_dir, model, getattr(optimizer, "optimizer", optimizer), trainer_state)
-            if is_best:
                 model.save_pretrained(out_dir / "best")  # atomic; the previous best stays until the new one is complete
-            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-            plot_curves(history, out_dir / "curves.png")
             print(json.dumps({k: entry[k] for k in ("epoch", "stage", "em", "shuffled_em", "n", "elapsed_s") if k in entry}),
                   flush=True)
-        accelerator.wait_for_everyone()
+        trainer_state["epoch"] = epoch + 1
+        save_last(0)
+        if epoch + 1 < total_epochs and out_of_budget():
+            return stopped()
     if main_process and not (out_dir / "best").exists() and (out_dir / "last").exists():
         model.save_pretrained(out_dir / "best")
     return history
@@ -474,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of TrainQAConfig fields (e.g. configs/qa_synth.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, dotted for nested ones (repeatable), e.g. --set stage1.epochs=2")
+    p.add_argument("--stop-after-steps", type=int, metavar="N", help="train N optimizer steps in this run, write a "
+                   "resumable last/ and stop; rerun the same command to continue")
+    p.add_argument("--stop-after-minutes", type=float, metavar="M", help="the same with a time budget: stop at the "
+                   "first step that ends M minutes after training started (scene pooling not counted)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return p
@@ -485,9 +574,16 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    history = train(cfg, progress=not args.no_progress)
+    for name in ("stop_after_steps", "stop_after_minutes"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected > 0")
+    history = train(cfg, progress=not args.no_progress, stop_after_steps=args.stop_after_steps,
+                    stop_after_minutes=args.stop_after_minutes)
     final = history["eval"][-1] if history["eval"] else {}
-    print(json.dumps({"out_dir": cfg.out_dir, "final_val_em": final.get("em"), "steps": len(history["step"])}))
+    summary = {"out_dir": cfg.out_dir, "final_val_em": final.get("em"), "steps": len(history["step"])}
+    if "stopped_at_step" in history:
+        summary = {"out_dir": cfg.out_dir, "stopped_at_step": history["stopped_at_step"], "steps": len(history["step"])}
+    print(json.dumps(summary))
     return 0
 
 

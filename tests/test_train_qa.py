@@ -118,6 +118,82 @@ def test_end_to_end_train_and_resume(tiny_world, tmp_path, capsys):
     assert len(out) == 1 and isinstance(out[0], str)
 
 
+def _trained_state(run):
+    from safetensors.torch import load_file
+
+    state = load_file(str(run / "last" / "projector.safetensors"))
+    state.update({f"lora.{k}": v for k, v in load_file(str(run / "last" / "adapter" / "adapter_model.safetensors")).items()})
+    return state
+
+
+def test_interrupted_run_resumes_mid_epoch_to_the_same_model(tiny_world, tmp_path, monkeypatch, capsys):
+    """A run stopped by a signal, then by a step budget, then resumed ends exactly where an uninterrupted one does."""
+    import os
+    import signal
+
+    import chorus_qa.train_qa as train_qa
+
+    def run_config(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**tiny_config_dict(tiny_world, tmp_path / name), "val_split": "train",
+                                        "trim_memory_every": 1}))
+        return str(path)
+
+    whole, pieces = run_config("whole"), run_config("pieces")
+    assert main(["--config", whole, "--no-progress"]) == 0
+
+    # SIGTERM during step 2 (trim_memory_every: 1 calls release_free_memory after every step): that step finishes,
+    # last/ is written mid-epoch and train() returns
+    calls = []
+
+    def signal_at_step_2():
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    monkeypatch.setattr(train_qa, "release_free_memory", signal_at_step_2)
+    assert main(["--config", pieces, "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stopped_at_step"] == 2
+    state = json.loads((tmp_path / "pieces" / "last" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["epoch_batches"], state["global_step"]) == (0, 2, 2)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
+    monkeypatch.undo()
+
+    # a budget of 3 steps: steps 3-4 finish epoch 1 (eval, stage 2 starts), step 5 is the first of epoch 2
+    assert main(["--config", pieces, "--no-progress", "--stop-after-steps", "3"]) == 0
+    state = json.loads((tmp_path / "pieces" / "last" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["epoch_batches"], state["global_step"]) == (1, 1, 5)
+    assert main(["--config", pieces, "--no-progress"]) == 0
+
+    a = json.loads((tmp_path / "whole" / "history.json").read_text())
+    b = json.loads((tmp_path / "pieces" / "history.json").read_text())
+    assert b["step"] == a["step"] == list(range(1, 9))
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert [e["em"] for e in b["eval"]] == [e["em"] for e in a["eval"]]
+    sa, sb = _trained_state(tmp_path / "whole"), _trained_state(tmp_path / "pieces")
+    assert sa.keys() == sb.keys() and len(sa) > 4
+    for key in sa:
+        torch.testing.assert_close(sb[key], sa[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_stop_request_catches_one_signal_and_restores_handlers():
+    import os
+    import signal
+
+    from chorus_qa.train_qa import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest(enabled=True) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):  # a second one stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    with StopRequest(enabled=False) as off:
+        assert off.signal is None and signal.getsignal(signal.SIGINT) is before
+
+
 def test_optimizer_state_round_trip(tmp_path):
     from chorus_qa.model import ChorusQAModel, LoraSettings, QAModelConfig
     from chorus_qa.train_qa import restore_training_state, save_training_state
