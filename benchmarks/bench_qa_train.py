@@ -89,6 +89,9 @@ def main(argv=None) -> int:
         plans[f"{b}x{q}"] = {"batch_size": b, "questions_per_sequence": q, "sequences": len(groups),
                              "batches": batches, "seconds": [], "questions": [], "tokens": []}
     rng = random.Random(0)
+    seen = {}  # the decoder's input [B, T, H] of the last step: every position, situated scene tokens included
+    model.causal_lm.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(shape=tuple(kwargs["inputs_embeds"].shape)), with_kwargs=True)
     rounds = args.warmup + args.steps
     for r in tqdm(range(rounds), desc="rounds (one step of every setting)", unit="round"):
         for plan in plans.values():
@@ -105,9 +108,7 @@ def main(argv=None) -> int:
             if r >= args.warmup:
                 plan["seconds"].append(dt)
                 plan["questions"].append(sum(len(g) for g in groups))
-                ids, _ = model.build_token_ids(batch.questions, batch.answers, situations=batch.situations,
-                                               turns=batch.turns)
-                plan["tokens"].append(int(ids.numel()))
+                plan["tokens"].append(seen["shape"][0] * seen["shape"][1])
 
     results = {}
     for name, p in plans.items():
