@@ -365,8 +365,13 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.disable()
+
+    def disable(self) -> None:
+        """Give the signals back to their previous handlers (a run of several processes: see the class docstring)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous, self.enabled = {}, False
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -440,7 +445,7 @@ def _train(cfg: TrainQAConfig, progress: bool, stop_after_steps: int | None, sto
     optimizer, current_stage, wrapped = None, None, None
     first_epoch, run_steps = trainer_state["epoch"], 0
     if accelerator.num_processes > 1:
-        stop.enabled = False  # every process must stop at the same step: only the budgets are shared
+        stop.disable()  # every process must stop at the same step: only the budgets are shared
 
     def save_last(epoch_batches: int) -> None:
         trainer_state["epoch_batches"] = epoch_batches

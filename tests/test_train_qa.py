@@ -192,6 +192,9 @@ def test_stop_request_catches_one_signal_and_restores_handlers():
     assert signal.getsignal(signal.SIGINT) is before
     with StopRequest(enabled=False) as off:
         assert off.signal is None and signal.getsignal(signal.SIGINT) is before
+    with StopRequest(enabled=True) as several:  # several processes: the default handlers come back at once
+        several.disable()
+        assert signal.getsignal(signal.SIGINT) is before and not several.enabled
 
 
 def test_optimizer_state_round_trip(tmp_path):
