@@ -584,10 +584,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected > 0")
     history = train(cfg, progress=not args.no_progress, stop_after_steps=args.stop_after_steps,
                     stop_after_minutes=args.stop_after_minutes)
-    final = history["eval"][-1] if history["eval"] else {}
-    summary = {"out_dir": cfg.out_dir, "final_val_em": final.get("em"), "steps": len(history["step"])}
+    summary = {"out_dir": cfg.out_dir, "steps": len(history["step"])}
     if "stopped_at_step" in history:
-        summary = {"out_dir": cfg.out_dir, "stopped_at_step": history["stopped_at_step"], "steps": len(history["step"])}
+        summary["stopped_at_step"] = history["stopped_at_step"]
+    else:
+        summary["final_val_em"] = history["eval"][-1]["em"] if history["eval"] else None
     print(json.dumps(summary))
     return 0
 
