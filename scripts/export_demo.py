@@ -66,13 +66,19 @@ def export_qa(run: Path, out: Path) -> None:
     print(f"exported Q&A model from {src} to {out}")
 
 
+def pretrain_rooms(res: dict) -> int | str:
+    """Rooms the encoder was pretrained on: the train rooms when recorded, else the whole generated world."""
+    return res.get("pretrain_train_rooms", res.get("num_scenes", "?"))
+
+
 def training_summary(pretrain_results: Path, qa_run: Path | None) -> str:
     """One sentence on what the encoder and the Q&A model were trained with, read from the run records."""
     parts = []
     if pretrain_results.exists():
         res = json.loads(pretrain_results.read_text())
         steps = res.get("train", {}).get("end_step", res.get("steps"))
-        parts.append(f"the encoder got {steps} pretraining steps on {res.get('num_scenes', '?')} rooms")
+        warm = f" after a warm start from {res['init_from']}" if res.get("init_from") else ""
+        parts.append(f"the encoder got {steps} pretraining steps on {pretrain_rooms(res)} rooms{warm}")
     state = qa_run / "last" / "trainer_state.json" if qa_run else None
     if state and state.exists():
         st = json.loads(state.read_text())
@@ -98,7 +104,13 @@ def token_summary(qa_cfg: dict) -> str:
             follow.append(f"a relation token ({qa_cfg.get('relation_layers')} spatial relation layers over the objects, "
                           "their own projector)")
         colours = f", each followed by {' and '.join(follow)}" if follow else ""
-        return f"up to {k} object tokens, one per segment: {how}{names}{colours}"
+        extents = "; box sizes in metres" if qa_cfg.get("metric_extents") else ""
+        situated = ""
+        if qa_cfg.get("situated_tokens"):
+            frames = {"spatial": " or at the first object a spatial question names", "all": " or at the first object a question names"}
+            situated = (f"; per question, the objects again as seen from the asker's pose{frames.get(qa_cfg.get('anchor_frames'), '')}"
+                        + (" (class word + quarter word: front/left/behind/right)" if qa_cfg.get("situated_words") else ""))
+        return f"up to {k} object tokens, one per segment: {how}{names}{colours}{extents}{situated}"
     return f"{k} {pooling}-pooled tokens"
 
 
@@ -128,6 +140,7 @@ def card(out: Path, bench: Path, pretrain_results: Path, seconds: int, qa_run: P
         control = (f"Control: given another val room's scene tokens (`--shuffle-scenes`), the same checkpoint scores "
                    f"{em['shuffled']:.1f} % EM@1 instead of {em['scene']:.1f} %; that gap is what reading the scene is worth.")
     qa_cfg = json.loads((out / "config.json").read_text())
+    rooms = pretrain_rooms(json.loads(pretrain_results.read_text())) if pretrain_results.exists() else "?"
     text = f"""# Chorus-QA demo checkpoint
 
 Made by `make demo-checkpoint` (`scripts/make_demo_checkpoint.sh`) on a 2-core CPU in {seconds / 60:.0f} minutes.
@@ -136,7 +149,7 @@ Everything in it was trained by this repository's own recipe from procedurally g
 
 | part | what |
 |---|---|
-| `encoder/` | Chorus encoder, `small` PTv3 config, pretrained by distilling the offline teachers (MiniLM caption embeddings, EfficientNet-Lite0, instance masks) lifted onto 60 synthetic rooms |
+| `encoder/` | Chorus encoder, `small` PTv3 config, pretrained by distilling the offline teachers (MiniLM caption embeddings, EfficientNet-Lite0, instance masks) lifted onto {rooms} synthetic rooms |
 | `heads/` | the teacher projectors; the language head maps per-Gaussian features into MiniLM text space (open-vocabulary search) |
 | `config.json`, `projector.safetensors`, `adapter/` | scene tokenizer ({token_summary(qa_cfg)}) + `mlp2x_gelu` projector + LoRA (r={qa_cfg.get('lora', {}).get('r')}) on {qa_cfg.get('llm')} |
 

@@ -42,3 +42,28 @@ def test_card_reports_the_shuffled_scene_control_and_object_names(tmp_path):
     export_demo.card(out, bench, tmp_path / "no_pretrain.json", seconds=600)
     text = (out / "README.md").read_text()
     assert "Control:" not in text and "64 cell-pooled tokens" in text
+
+
+def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_path):
+    export_demo = load_script()
+    out, bench = tmp_path / "release", tmp_path / "work" / "bench"
+    out.mkdir()
+    qa_cfg = {"llm": "smollm2-135m", "num_scene_tokens": 32, "pooling": "objects", "segments": {"source": "zero-shot"},
+              "object_names": True, "metric_extents": True, "situated_tokens": True, "situated_words": True,
+              "anchor_frames": "spatial", "lora": {"r": 16}}
+    (out / "config.json").write_text(json.dumps(qa_cfg))
+    bench_run(bench / "scene", 60.0)
+    pre = tmp_path / "pre.json"
+    pre.write_text(json.dumps({"num_scenes": 240, "pretrain_train_rooms": 228, "train": {"end_step": 1500},
+                               "init_from": "runs/x/checkpoints/step_0001000"}))
+    export_demo.card(out, bench, pre, seconds=60)
+    text = (out / "README.md").read_text()
+    assert "lifted onto 228 synthetic rooms" in text
+    assert "1500 pretraining steps on 228 rooms after a warm start from runs/x/checkpoints/step_0001000" in text
+    assert "box sizes in metres" in text and "the first object a spatial question names" in text and "quarter word" in text
+    # a single-run result without a train-room count names the generated world, as the first release did
+    pre.write_text(json.dumps({"num_scenes": 60, "train": {"end_step": 1500}}))
+    (out / "config.json").write_text(json.dumps({**qa_cfg, "situated_tokens": False, "metric_extents": False}))
+    export_demo.card(out, bench, pre, seconds=60)
+    text = (out / "README.md").read_text()
+    assert "lifted onto 60 synthetic rooms" in text and "warm start" not in text and "asker's pose" not in text
