@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from data.atomic import atomic_directory
 
-from .projector import mlp2x_gelu
+from .projector import cap_norm, mlp2x_gelu
 from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (re-exported)
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
@@ -126,6 +126,7 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         self._anchor_vocab: tuple[list[str], list[str]] | None = None
         if config.object_names:
             self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
+            self.name_norm = float(self.name_embeds[:-1].float().norm(dim=-1).mean())  # the last row is "no name" (zeros)
         if config.color_words:
             self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
         if config.situated_words:
@@ -287,6 +288,8 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         parts = [self.scene_tokenizer.embed_pooled(p) for p in pooled]
         tokens = torch.stack([t for t, _ in parts])
         embeds = self.projector(tokens)
+        if self.config.residual_cap is not None:
+            embeds = cap_norm(embeds, self.config.residual_cap * self.name_norm)
         if self.config.object_names:
             embeds = embeds + self._lookup(self.name_embeds, [p.labels for p in pooled], "object_names", "class labels (pool them with labels=...)").to(embeds.dtype)
         if self.config.color_names:

@@ -63,6 +63,9 @@ class QAModelConfig:
                                          # each object (and colour) token instead of changing the object token
     metric_extents: bool = False         # "objects" pooling: object tokens also carry their box size in metres (positions are
                                          # normalised per room, so without it "small or large?" has no absolute size)
+    residual_cap: float | None = None    # object_names: bound each object token's projector residual to this many times the
+                                         # mean norm of the class-name words, so the residual cannot drown the name (the
+                                         # situated run on the 228-room encoder grew it to 4.8x and lost room type; README)
     situated_tokens: bool = False        # a question with the asker's pose (SQA3D position + rotation) gets a token per
                                          # object after its situation text: the object as seen from that pose (chorus_qa.situated)
     situated_words: bool = False         # ... two per object: its name, then the word of its quarter of the view
@@ -102,6 +105,9 @@ class QAModelConfig:
         if self.anchor_frames != "none" and not (self.situated_tokens and self.object_names):
             raise ValueError("QAModelConfig.anchor_frames finds the named object among the labelled object tokens: it needs "
                              "situated_tokens: true and object_names: true ('objects' pooling)")
+        if self.residual_cap is not None and not (self.residual_cap > 0 and self.object_names):
+            raise ValueError(f"QAModelConfig.residual_cap = {self.residual_cap}: expected a positive number, with object_names: true "
+                             "(it bounds the residual added to the class-name word)")
         if self.color_names and self.color_tokens:
             raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
                              "(colour word as its own token) are alternatives; set one")

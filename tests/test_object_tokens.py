@@ -239,6 +239,41 @@ def test_object_names_add_the_llms_own_class_name_embedding():
         model.pooled_embeddings([pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c)])
 
 
+def test_residual_cap_bounds_the_projector_residual_next_to_the_class_name():
+    from chorus_qa.projector import cap_norm
+
+    x = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    assert torch.allclose(cap_norm(x, 1.0), torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
+    base = dict(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, pooling="objects",
+                segments={"source": "gt"}, object_names=True, lora={"r": 4, "alpha": 8})
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="residual_cap"):
+            QAModelConfig(**base, residual_cap=bad)
+    with pytest.raises(ValueError, match="residual_cap"):
+        QAModelConfig(**{**base, "object_names": False}, residual_cap=0.5)
+    torch.manual_seed(0)
+    model = ChorusQAModel.build(QAModelConfig(**base, residual_cap=0.5)).eval()
+    word_norms = model.name_embeds[:-1].float().norm(dim=-1)
+    assert model.name_norm == pytest.approx(float(word_norms.mean()), rel=1e-6) and model.name_norm > 0
+    f, m, s, c = three_objects()
+    labels = torch.where(s == 5, 5, torch.where(s == 2, 9, -1))
+    pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
+    none = len(model.name_embeds) - 1  # label -1 and the empty slot take the zero row
+    words = model.name_embeds[torch.tensor([5, 9, none, none])]
+    with torch.no_grad():  # a loud projector (as the situated 228-room run learned): 10x its trained scale
+        model.projector[-1].weight.normal_(0, 1.0)
+        plain = model.projector(model.scene_tokenizer.embed_pooled(pooled)[0])
+        got = model.pooled_embeddings([pooled])[0]
+    residual = got - words.to(got.dtype)
+    limit = 0.5 * model.name_norm
+    assert (plain.norm(dim=-1) > 2 * limit).all()  # uncapped it would drown the words
+    assert torch.allclose(residual.norm(dim=-1), torch.full((4,), limit), rtol=1e-4)  # capped to the limit ...
+    cos = torch.nn.functional.cosine_similarity(residual, plain, dim=-1)
+    assert torch.allclose(cos, torch.ones(4), atol=1e-5)  # ... in the same direction
+    model.pooled_embeddings([pooled]).pow(2).sum().backward()
+    assert model.projector[-1].weight.grad.abs().sum() > 0  # the capped residual still trains
+
+
 def test_basic_color_ids_name_prototypes_and_known_colours():
     from data.synth.classes import COLORS
     from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, srgb_to_lab
