@@ -32,12 +32,13 @@ def token_norms(model, pooled_scenes) -> dict:
 
     if not model.config.object_names:
         raise ValueError("token_norms: the checkpoint has no object_names (no class-name word to compare with)")
-    parts = {"tokenizer_output": [], "projector_residual": [], "name_word": []}
+    parts = {"tokenizer_output": [], "projector_residual": [], "projector_output_uncapped": [], "name_word": []}
     for p in pooled_scenes:
         valid = pooled_valid(p)
         tokens, _ = model.scene_tokenizer.embed_pooled(p)
         parts["tokenizer_output"].append(tokens[valid].float().norm(dim=-1))
-        parts["projector_residual"].append(model.projector(tokens)[valid].float().norm(dim=-1))
+        parts["projector_residual"].append(model.object_residual(tokens)[valid].float().norm(dim=-1))  # after any residual_cap
+        parts["projector_output_uncapped"].append(model.projector(tokens)[valid].float().norm(dim=-1))
         names = model._lookup(model.name_embeds, [p.labels], "object_names", "class labels")[0]  # -1: the zero row
         parts["name_word"].append(names[valid].float().norm(dim=-1))
     out = {k: float(torch.cat(v).mean()) for k, v in parts.items()}

@@ -279,6 +279,12 @@ class ChorusQAModel(PromptBuilder, nn.Module):
             self._anchor_vocab = (get_label_set(self.config.segment_config().label_set), basic_color_names())
         return question_frame(pooled, question, *self._anchor_vocab, mode=self.config.anchor_frames)
 
+    def object_residual(self, tokens: Tensor) -> Tensor:
+        """The projector's output for scene tokens [..., D_tok] -> [..., H]: with ``object_names``, the residual added to
+        each class-name word, bounded by ``config.residual_cap`` (times the mean class-name word norm) when set."""
+        out = self.projector(tokens)
+        return out if self.config.residual_cap is None else cap_norm(out, self.config.residual_cap * self.name_norm)
+
     def pooled_embeddings(self, pooled: Sequence[PooledScene]) -> Tensor:
         """Projected scene tokens [B, K, H] of B pooled scenes (see ``scene_tokens.pool_scene``), plus the class-name
         embedding of each object token when ``config.object_names``. With ``config.color_tokens`` each object token is
@@ -287,9 +293,7 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         the object token, projected by ``relation_projector`` (zeros at initialisation and for empty slots)."""
         parts = [self.scene_tokenizer.embed_pooled(p) for p in pooled]
         tokens = torch.stack([t for t, _ in parts])
-        embeds = self.projector(tokens)
-        if self.config.residual_cap is not None:
-            embeds = cap_norm(embeds, self.config.residual_cap * self.name_norm)
+        embeds = self.object_residual(tokens)
         if self.config.object_names:
             embeds = embeds + self._lookup(self.name_embeds, [p.labels for p in pooled], "object_names", "class labels (pool them with labels=...)").to(embeds.dtype)
         if self.config.color_names:

@@ -1,5 +1,6 @@
 """Spatial relation layers (chorus_qa.relations) and their place in the scene tokenizer and the Q&A model."""
 
+import dataclasses
 import math
 
 import pytest
@@ -146,6 +147,11 @@ def test_token_norms_compare_the_projector_residual_with_the_name_word():
     hidden = model.causal_lm.config.hidden_size
     assert loud["projector_residual"] == pytest.approx(math.sqrt(hidden), rel=1e-5)
     assert loud["residual_over_name"] == pytest.approx(math.sqrt(hidden) / float(want), rel=1e-5)
+    # with residual_cap the residual the LLM gets is bounded; the uncapped projector output is reported beside it
+    model.config = dataclasses.replace(model.config, residual_cap=0.5)
+    capped = token_norms(model, [pooled])
+    assert capped["projector_residual"] == pytest.approx(0.5 * model.name_norm, rel=1e-5)
+    assert capped["projector_output_uncapped"] == pytest.approx(math.sqrt(hidden), rel=1e-5)
 
 
 def test_relation_tokens_leave_object_tokens_alone_and_follow_each_object(tmp_path):
