@@ -71,11 +71,10 @@ def pretrain_rooms(res: dict) -> int | str:
     return res.get("pretrain_train_rooms", res.get("num_scenes", "?"))
 
 
-def training_summary(pretrain_results: Path, qa_run: Path | None) -> str:
-    """One sentence on what the encoder and the Q&A model were trained with, read from the run records."""
+def training_summary(res: dict | None, qa_run: Path | None) -> str:
+    """One sentence on what the encoder (its pretraining results ``res``) and the Q&A model were trained with."""
     parts = []
-    if pretrain_results.exists():
-        res = json.loads(pretrain_results.read_text())
+    if res is not None:
         steps = res.get("train", {}).get("end_step", res.get("steps"))
         warm = f" after a warm start from {res['init_from']}" if res.get("init_from") else ""
         parts.append(f"the encoder got {steps} pretraining steps on {pretrain_rooms(res)} rooms{warm}")
@@ -140,7 +139,8 @@ def card(out: Path, bench: Path, pretrain_results: Path, seconds: int, qa_run: P
         control = (f"Control: given another val room's scene tokens (`--shuffle-scenes`), the same checkpoint scores "
                    f"{em['shuffled']:.1f} % EM@1 instead of {em['scene']:.1f} %; that gap is what reading the scene is worth.")
     qa_cfg = json.loads((out / "config.json").read_text())
-    rooms = pretrain_rooms(json.loads(pretrain_results.read_text())) if pretrain_results.exists() else "?"
+    pre_res = json.loads(pretrain_results.read_text()) if pretrain_results.exists() else None
+    rooms = pretrain_rooms(pre_res) if pre_res is not None else "?"
     text = f"""# Chorus-QA demo checkpoint
 
 Made by `make demo-checkpoint` (`scripts/make_demo_checkpoint.sh`) on a 2-core CPU in {seconds / 60:.0f} minutes.
@@ -167,7 +167,7 @@ Everything in it was trained by this repository's own recipe from procedurally g
 
 ## Limits
 
-- Below the targets we set (75 % EM@1, +40 over blind): {training_summary(pretrain_results, qa_run)}, what fits
+- Below the targets we set (75 % EM@1, +40 over blind): {training_summary(pre_res, qa_run)}, what fits
   a 2-core CPU in the time above; the per-type table shows the weakest question types. Rerun the recipe with
   more rooms and steps for better answers.
 - Trained only on synthetic rooms: real scans (ScanNet, ScanNet++) look different; expect much weaker answers

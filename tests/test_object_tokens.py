@@ -260,7 +260,7 @@ def test_residual_cap_bounds_the_projector_residual_next_to_the_class_name():
     pooled = pool_scene(f, m, model.scene_tokenizer.config, segments=s, colors=c, labels=labels)
     none = len(model.name_embeds) - 1  # label -1 and the empty slot take the zero row
     words = model.name_embeds[torch.tensor([5, 9, none, none])]
-    with torch.no_grad():  # a loud projector (as the situated 228-room run learned): 10x its trained scale
+    with torch.no_grad():  # a loud projector, as the situated 228-room run learned (there 4.8x the name word)
         model.projector[-1].weight.normal_(0, 1.0)
         plain = model.projector(model.scene_tokenizer.embed_pooled(pooled)[0])
         got = model.pooled_embeddings([pooled])[0]
