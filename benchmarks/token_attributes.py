@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 ATTRIBUTES = ("material", "size_word", "color")
 INPUTS = ("features", "geometry", "all")
+ALLOWED = {"material": "materials", "color": "colors"}  # the ObjectClass field listing a class's possible values
 
 
 def match_tokens(names: list[str | None], centres: torch.Tensor, objects: list[dict], max_dist: float) -> list[int | None]:
@@ -78,13 +79,14 @@ def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
 def collect(store, data: str, scene_ids: list[str], variants: tuple[int, ...], class_names: list[str],
             max_dist: float) -> dict:
     """The matched tokens of ``scene_ids``: inputs per group, class ids, colour-word ids and attribute values."""
-    from data.synth.classes import COLORS, MATERIALS
+    from data.synth.classes import MATERIALS
 
     from chorus_qa.datasets import scene_dir
     from chorus_qa.scene_tokens import basic_color_names, pooled_from_tensors, pooled_valid
 
-    values = {"material": list(MATERIALS), "size_word": ["small", "medium", "large"], "color": list(COLORS)}
-    colour_words = basic_color_names()
+    # colour values are the tokens' colour-word vocabulary (the synthetic world's colours), so a colour-word id
+    # compares with the object's colour index directly
+    values = {"material": list(MATERIALS), "size_word": ["small", "medium", "large"], "color": basic_color_names()}
     rows = {"features": [], "geometry": [], "cls": [], "color_word": [], **{a: [] for a in ATTRIBUTES}}
     for sid in scene_ids:
         tensors = store.load_tensors(sid)
@@ -102,9 +104,7 @@ def collect(store, data: str, scene_ids: list[str], variants: tuple[int, ...], c
                 rows["features"].append(pooled.cells[k].float())
                 rows["geometry"].append(pooled.geometry[k].float())
                 rows["cls"].append(int(pooled.labels[k]))
-                word = int(pooled.color_ids[k]) if pooled.color_ids is not None else -1
-                rows["color_word"].append(values["color"].index(colour_words[word]) if 0 <= word < len(colour_words)
-                                          and colour_words[word] in values["color"] else -1)
+                rows["color_word"].append(int(pooled.color_ids[k]) if pooled.color_ids is not None else -1)
                 for a in ATTRIBUTES:
                     rows[a].append(values[a].index(objects[j][a]))
     if not rows["cls"]:
@@ -112,6 +112,16 @@ def collect(store, data: str, scene_ids: list[str], variants: tuple[int, ...], c
     out = {k: (torch.stack(v) if k in ("features", "geometry") else torch.tensor(v, dtype=torch.long)) for k, v in rows.items()}
     out["values"] = values
     return out
+
+
+def ambiguous(rows: dict, attribute: str, class_names: list[str]) -> torch.Tensor:
+    """[T] bool: the tokens whose class allows more than one value of ``attribute`` (all tokens for size)."""
+    from data.synth.classes import CLASS_BY_NAME
+
+    if attribute not in ALLOWED:
+        return torch.ones(len(rows["cls"]), dtype=torch.bool)
+    return torch.tensor([class_names[c] in CLASS_BY_NAME and len(getattr(CLASS_BY_NAME[class_names[c]], ALLOWED[attribute])) > 1
+                         for c in rows["cls"].tolist()], dtype=torch.bool)
 
 
 def inputs(rows: dict, group: str, num_classes: int) -> torch.Tensor:
@@ -131,10 +141,11 @@ def main(argv=None) -> int:
     ap.add_argument("--val-scenes", type=int, default=100, help="first N val scenes in the cache")
     ap.add_argument("--max-dist", type=float, default=0.5, help="token centre to object box centre (metres)")
     ap.add_argument("--label-set", default="synth")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the probes' initialisation and minibatch order")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)  # LinearProbe's nn.Linear init draws from the global generator
 
-    from data.synth.classes import CLASS_BY_NAME
     from encoder.label_sets import get_label_set
 
     from chorus_qa.datasets import load_qa_split
@@ -151,27 +162,22 @@ def main(argv=None) -> int:
         split_scenes[split] = ids[:n]
     train = collect(store, args.data, split_scenes["train"], (0, 1), class_names, args.max_dist)
     val = collect(store, args.data, split_scenes["val"], (0,), class_names, args.max_dist)
-    allowed = {"material": "materials", "color": "colors"}
+    x = {g: (inputs(train, g, len(class_names)), inputs(val, g, len(class_names))) for g in INPUTS}  # once, not per attribute
     results = {}
     for a in ATTRIBUTES:
-        def ambiguous(rows):  # tokens whose class allows more than one value of the attribute
-            if a not in allowed:
-                return torch.ones(len(rows["cls"]), dtype=torch.bool)
-            return torch.tensor([len(getattr(CLASS_BY_NAME[class_names[c]], allowed[a])) > 1
-                                 if class_names[c] in CLASS_BY_NAME else False for c in rows["cls"].tolist()])
-        tr, va = ambiguous(train), ambiguous(val)
+        tr, va = ambiguous(train, a, class_names), ambiguous(val, a, class_names)
         y_train, y_val = train[a][tr], val[a][va]
         k = len(train["values"][a])
         res = {"train_tokens": int(tr.sum()), "val_tokens": int(va.sum()), "values": k,
                "class_majority": round(100 * float((class_majority(train["cls"][tr], y_train, val["cls"][va]) == y_val).float().mean()), 1)}
         for g in INPUTS:
-            res[g] = probe_accuracy(inputs(train, g, len(class_names))[tr], y_train, inputs(val, g, len(class_names))[va], y_val, k)
+            res[g] = probe_accuracy(x[g][0][tr], y_train, x[g][1][va], y_val, k, args.seed)
         if a == "color":
             res["color_word"] = round(100 * float((val["color_word"][va] == y_val).float().mean()), 1)
         results[a] = res
         print(a, res, flush=True)
     out = {"data": args.data, "pooled": args.pooled, "train_scenes": len(split_scenes["train"]),
-           "val_scenes": len(split_scenes["val"]), "max_dist": args.max_dist, "accuracy_percent": results}
+           "val_scenes": len(split_scenes["val"]), "max_dist": args.max_dist, "seed": args.seed, "accuracy_percent": results}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
