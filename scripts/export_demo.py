@@ -104,6 +104,9 @@ def token_summary(qa_cfg: dict) -> str:
                           "their own projector)")
         colours = f", each followed by {' and '.join(follow)}" if follow else ""
         extents = "; box sizes in metres" if qa_cfg.get("metric_extents") else ""
+        if qa_cfg.get("residual_cap"):
+            extents += (f"; each object token's projector residual at most {qa_cfg['residual_cap']}x the mean "
+                        "class-name word norm")
         situated = ""
         if qa_cfg.get("situated_tokens"):
             frames = {"spatial": " or at the first object a spatial question names", "all": " or at the first object a question names"}

@@ -50,7 +50,7 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     out.mkdir()
     qa_cfg = {"llm": "smollm2-135m", "num_scene_tokens": 32, "pooling": "objects", "segments": {"source": "zero-shot"},
               "object_names": True, "metric_extents": True, "situated_tokens": True, "situated_words": True,
-              "anchor_frames": "spatial", "lora": {"r": 16}}
+              "anchor_frames": "spatial", "residual_cap": 0.5, "lora": {"r": 16}}
     (out / "config.json").write_text(json.dumps(qa_cfg))
     bench_run(bench / "scene", 60.0)
     pre = tmp_path / "pre.json"
@@ -61,9 +61,12 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     assert "lifted onto 228 synthetic rooms" in text
     assert "1500 pretraining steps on 228 rooms after a warm start from runs/x/checkpoints/step_0001000" in text
     assert "box sizes in metres" in text and "the first object a spatial question names" in text and "quarter word" in text
+    assert "projector residual at most 0.5x the mean class-name word norm" in text
     # a single-run result without a train-room count names the generated world, as the first release did
     pre.write_text(json.dumps({"num_scenes": 60, "train": {"end_step": 1500}}))
-    (out / "config.json").write_text(json.dumps({**qa_cfg, "situated_tokens": False, "metric_extents": False}))
+    (out / "config.json").write_text(json.dumps({**qa_cfg, "situated_tokens": False, "metric_extents": False,
+                                                 "residual_cap": None}))
     export_demo.card(out, bench, pre, seconds=60)
     text = (out / "README.md").read_text()
     assert "lifted onto 60 synthetic rooms" in text and "warm start" not in text and "asker's pose" not in text
+    assert "residual" not in text

@@ -65,6 +65,17 @@ def test_qa_synth_config_parses():
     assert cfg.stage2.epochs >= 1 and cfg.model["object_names"] and cfg.model["pooling"] == "objects"
 
 
+def test_qa_synth_situated_config_caps_the_residual():
+    """Run F's recipe (the situated tokens with the residual cap; README) parses into a model config that accepts
+    the cap (it needs object names)."""
+    from chorus_qa.qa_config import QAModelConfig
+
+    cfg = load_config(str(ROOT / "configs" / "qa_synth_situated.yaml"))
+    assert cfg.model["residual_cap"] == 0.5 and cfg.model["situated_tokens"] and cfg.model["anchor_frames"] == "spatial"
+    model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": 64})  # the trainer reads it off the encoder
+    assert model_cfg.residual_cap == 0.5 and model_cfg.object_names
+
+
 def test_evaluate_em_shuffled_scene_control():
     from chorus_qa.datasets import QAExample
     from chorus_qa.train_qa import evaluate_em
