@@ -245,7 +245,10 @@ def load_llm(spec: str = DEFAULT_LLM, *, dtype="auto", quantization: str | None 
         if quantization is not None:
             raise ValueError(f"quantization {quantization!r} is not supported for {TINY_RANDOM_LLAMA!r}")
         model, tokenizer = build_tiny_random_llama()
-        return model.to(device=device, dtype=torch_dtype).eval(), tokenizer
+        model = model.to(device)
+        for param in model.parameters():  # weights only, as from_pretrained(dtype=...) loads them: a whole-module
+            param.data = param.data.to(torch_dtype)  # .to(bf16) would round the rotary inv_freq buffer too
+        return model.eval(), tokenizer
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
