@@ -98,6 +98,20 @@ def test_quantization_needs_cuda(tmp_path):
         load_llm(str(tmp_path / "m"), quantization="4bit")
 
 
+def test_tiny_random_llama_in_bf16_matches_its_reloaded_copy(tmp_path):
+    """In bf16 the built model must compute what from_pretrained(dtype=bf16) of its saved folder computes: weights
+    in bf16, the rotary frequencies (a non-persistent buffer) left in fp32 (a whole-module cast rounded them)."""
+    a, tok = load_llm("tiny-random-llama", dtype="bfloat16")
+    assert {p.dtype for p in a.parameters()} == {torch.bfloat16}
+    assert a.model.rotary_emb.inv_freq.dtype == torch.float32
+    a.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    c, _ = load_llm(str(tmp_path / "tiny"), dtype="bfloat16")
+    ids = torch.tensor([tok("hello there, general", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, c(ids).logits)
+
+
 def test_tiny_random_llama_is_deterministic_and_round_trips_through_a_folder(tmp_path):
     a, tok = load_llm("tiny-random-llama")
     b, _ = load_llm("tiny-random-llama")
