@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,11 +57,10 @@ def match_tokens(names: list[str | None], centres: torch.Tensor, objects: list[d
 
 def class_majority(train_classes: torch.Tensor, train_values: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Per query class: the most common train value of that class (ties: the smaller value; -1 if unseen)."""
-    best = {}
-    for c in set(train_classes.tolist()):
-        counts = Counter(train_values[train_classes == c].tolist())
-        best[c] = min(counts, key=lambda v: (-counts[v], v))
-    return torch.tensor([best.get(int(c), -1) for c in classes], dtype=torch.long)
+    from chorus_qa.scene_tokens import group_majority
+
+    k = int(torch.cat([train_classes, classes]).max()) + 1
+    return group_majority(train_values, train_classes, k)[classes]
 
 
 def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
