@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.atomic import write_json  # noqa: E402
+
 DEFAULT_CASES = [
     "small:20000:forward",
     "small:20000:forward_backward",
@@ -183,8 +185,7 @@ def main(argv=None) -> int:
         "skipped": SKIPPED,
         "results": results,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_path, summary, indent=2)
     print(f"wrote {out_path}")
     return 0
 

@@ -29,6 +29,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.atomic import write_json  # noqa: E402
+
 from data import GaussianScene, load_scene, save_scene  # noqa: E402
 from data.geometry import estimate_normals, nearest_neighbor_distances  # noqa: E402
 
@@ -116,8 +118,7 @@ def main(argv=None) -> None:
         for n in args.sizes:
             results["sizes"][str(n)] = bench_size(n, Path(tmp), args.repeat)
             print(n, json.dumps(results["sizes"][str(n)]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results, indent=2)
     print(f"wrote {args.out}")
 
 

@@ -10,7 +10,6 @@ Uses ``data.synth.generate_room`` when it exists, else a procedural box room
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from data.atomic import write_json  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from data.scene import GaussianScene  # noqa: E402
@@ -136,8 +137,7 @@ def main(argv=None) -> None:
         "results": results,
         "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(Path(args.out), report, indent=2)
     print(f"wrote {args.out}")
 
 

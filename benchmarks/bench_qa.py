@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.atomic import write_json  # noqa: E402
+
 import torch  # noqa: E402
 
 from adapters.llm import cpu_bf16_facts  # noqa: E402
@@ -162,8 +164,7 @@ def main(argv=None) -> int:
         del model
     results["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
     print(f"wrote {out}")
     return 0
 

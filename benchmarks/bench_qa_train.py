@@ -14,7 +14,6 @@ padded tokens a step, questions a second, and the steps and minutes one epoch ov
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.atomic import write_json  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -126,8 +127,7 @@ def main(argv=None) -> int:
     out = {"config": args.config, "overrides": args.set, "train_questions": len(train_ex),
            "threads": torch.get_num_threads(), "machine": cpu_name(),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_json(Path(args.out), out)
     for name, r in results.items():
         print(f"{name}: {r['median_s_per_step']} s/step (mean {r['mean_s_per_step']}), {r['questions_per_step']} questions "
               f"and {r['padded_tokens_per_step']} tokens a step, {r['questions_per_s']} questions/s; an epoch: "

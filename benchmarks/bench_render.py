@@ -10,7 +10,6 @@ median of --repeats runs) for 10k and 100k Gaussians at 160x120 and 320x240, the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from data.atomic import write_json  # noqa: E402
 
 from data.camera import look_at  # noqa: E402
 from data.raster_torch import composite_pairs, project_gaussians, RasterOptions  # noqa: E402
@@ -142,8 +143,7 @@ def main(argv=None) -> None:
               "timing": "best of `repeats` wall-clock runs (median also given); the machine is shared, see load average",
               "scene": "synthetic_room(n): box room 6 x 5 x 2.8 m, 70% flat wall splats, 30% in 12 clutter boxes",
               "loss": "color.square().sum() + depth.mean()", "cases": results, "brute_force_reference": reference}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(Path(args.out), report, indent=2)
     print(f"wrote {args.out}")
 
 

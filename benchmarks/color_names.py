@@ -17,12 +17,13 @@ Per rule: accuracy over all objects, over non-structural objects (no walls / flo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.atomic import write_json  # noqa: E402
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -77,8 +78,7 @@ def main(argv=None) -> int:
             "accuracy_all": round((h["objects", True] + h["structure", True]) / n_all, 4), "n_all": n_all,
             "accuracy_objects": round(h["objects", True] / n_obj, 4), "n_objects": n_obj,
             "top_confusions": dict(confusions[rule].most_common(6))}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(Path(args.out), result)
     for rule, r in result["rules"].items():
         print(f"{rule:9s} all {100 * r['accuracy_all']:.1f} % of {r['n_all']}, "
               f"objects {100 * r['accuracy_objects']:.1f} % of {r['n_objects']}; {r['top_confusions']}")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.atomic import write_json  # noqa: E402
+
 from chorus_qa.metrics import exact_match  # noqa: E402
 
 
@@ -92,8 +94,7 @@ def main(argv=None) -> int:
     result = compare(runs, args.reference or next(iter(runs)))
     print(markdown(result))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(Path(args.out), result)
     return 0
 
 

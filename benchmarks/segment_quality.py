@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.atomic import write_json  # noqa: E402
+
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -193,8 +195,7 @@ def main(argv=None) -> int:
                      "class_has_token_iou25": {c: [round(h / n, 4), n] for c, (h, n) in sorted(per_class_hits[smooth, radius, min_points].items())}})
     result = {"data": args.data, "checkpoint": str(ckpt), "rooms": len(rooms), "tokens": args.tokens,
               "knn_k": seg_cfg.knn_k, "settings": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(Path(args.out), result)
     for r in rows:
         print(f"smooth {r['smooth_iters']} radius {r['radius']} min_points {r['min_points']}: {r['segments_per_room']} segments a room for "
               f"{r['objects_per_room']} objects; recall IoU>=0.5 {100 * r['recall_iou50']:.1f} %, >=0.25 "

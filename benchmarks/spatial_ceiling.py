@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.atomic import write_json  # noqa: E402
+
 import torch  # noqa: E402
 
 TYPES = ("situated_what", "situated_side", "situated_turn", "situated_count", "nearest", "farthest", "closer",
@@ -194,8 +196,7 @@ def main(argv=None) -> int:
                                     "n": len(door_err)} if door_err else None}
     print(json.dumps(out, indent=1))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        write_json(Path(args.out), out)
     return 0
 
 

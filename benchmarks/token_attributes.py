@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.atomic import write_json  # noqa: E402
+
 import torch  # noqa: E402
 
 ATTRIBUTES = ("material", "size_word", "color")
@@ -177,8 +179,7 @@ def main(argv=None) -> int:
     out = {"data": args.data, "pooled": args.pooled, "train_scenes": len(split_scenes["train"]),
            "val_scenes": len(split_scenes["val"]), "max_dist": args.max_dist, "seed": args.seed, "accuracy_percent": results}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        write_json(Path(args.out), out)
     return 0
 
 

@@ -16,11 +16,12 @@ release D, relation tokens: 1.17 / 2.62 = 0.44; benchmarks/results/token_norms.j
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.atomic import write_json  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         print(f"{name}: residual {r['projector_residual']:.2f}, name word {r['name_word']:.2f}, "
               f"ratio {r['residual_over_name']:.2f} ({r['object_slots']} object slots)")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(Path(args.out), result)
     return 0
 
 

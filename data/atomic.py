@@ -25,6 +25,7 @@ collide and globs like ``step_*`` do not pick them up.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -56,6 +57,15 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 1) -> Path:
+    """Write ``obj`` as JSON (``indent``, a final newline) to ``path`` through :func:`atomic_file`: a result file is
+    either the old one or the complete new one. Returns ``path``."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    return path
 
 
 def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

@@ -1,8 +1,10 @@
 """data.atomic: a write either completes and replaces the target, or leaves the old target and no leftovers."""
 
+import json
+
 import pytest
 
-from data.atomic import atomic_directory, atomic_file, replace_directory
+from data.atomic import atomic_directory, atomic_file, replace_directory, write_json
 
 
 class Boom(Exception):
@@ -111,3 +113,15 @@ def test_replace_directory_failed_move_restores_old(tmp_path):
         replace_directory(tmp_path / "missing", dst)
     assert tree(dst) == {"f.txt": b"old"}
     assert [p.name for p in tmp_path.iterdir()] == ["dst"]
+
+
+def test_write_json_is_indented_creates_the_folder_and_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "results" / "r.json"
+    assert write_json(target, {"a": [1, 2]}) == target
+    assert target.read_text() == json.dumps({"a": [1, 2]}, indent=1) + "\n"
+    write_json(target, {"b": 1}, indent=2)
+    assert target.read_text() == '{\n  "b": 1\n}\n'
+    with pytest.raises(TypeError):  # not serialisable: the old result stays whole, no temporary file is left
+        write_json(target, {"c": object()})
+    assert json.loads(target.read_text()) == {"b": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
