@@ -36,7 +36,12 @@ class TrainQAConfig:
     qa_kind: str = "synth"                          # load_qa_split kind: synth, scanqa, sqa3d, auto
     train_split: str = "train"
     val_split: str = "val"
-    max_train_examples: int | None = None
+    max_train_examples: int | None = None          # a seeded random subset of the answered train questions
+    exclude_seen_by: str | None = None              # a previous run's out_dir: leave out the train questions it trained on
+                                                    # (recomputed from its saved config), e.g. to continue it over the rest
+    init_from: str | None = None                    # warm start: a ChorusQAModel checkpoint (a run's best/ or last/, a
+                                                    # release) whose scene tokenizer, projector and LoRA weights this run
+                                                    # starts from, with a fresh optimizer and schedule; same model config
     max_val_examples: int | None = 300              # EM@1 on at most this many val questions per epoch
     model: dict = field(default_factory=dict)       # QAModelConfig fields (llm, num_scene_tokens, lora, ...)
     stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=1, lr=1e-3))

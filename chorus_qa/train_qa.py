@@ -16,7 +16,8 @@ with the same ``out_dir`` resumes where ``last/`` was written: after an epoch, o
 mid-epoch with ``save_every_steps``, ``--stop-after-steps`` / ``--stop-after-minutes``
 (a time budget) or Ctrl-C / SIGTERM (the current step finishes, then ``last/`` is
 written). Every batch draws its randomness from its own place in the run, so a
-resumed run trains exactly as an uninterrupted one.
+resumed run trains exactly as an uninterrupted one. ``init_from`` (+ ``exclude_seen_by``) starts a new run from
+another's weights (over the questions it did not see).
 """
 
 from __future__ import annotations
@@ -259,20 +260,49 @@ def save_training_state(out_dir: Path, model: ChorusQAModel, optimizer, state: d
     return out_dir / "last"
 
 
-def restore_training_state(last: Path, model: ChorusQAModel, optimizer) -> None:
-    """Load the trainable weights and, when its parameter groups match, the optimizer state from ``last``."""
+def load_trainable_weights(directory: Path, model: ChorusQAModel) -> None:
+    """Load the trainable weights (scene tokenizer, projector, LoRA adapter) of a ``save_pretrained`` folder."""
     from safetensors.torch import load_file
 
-    heads = load_file(str(last / "projector.safetensors"))
+    heads = load_file(str(directory / "projector.safetensors"))
     model.scene_tokenizer.load_state_dict({k[16:]: v for k, v in heads.items() if k.startswith("scene_tokenizer.")})
     model.projector.load_state_dict({k[10:]: v for k, v in heads.items() if k.startswith("projector.")})
-    adapter = last / "adapter" / "adapter_model.safetensors"
+    adapter = directory / "adapter" / "adapter_model.safetensors"
     if adapter.is_file():
         from peft import set_peft_model_state_dict
 
         result = set_peft_model_state_dict(model.language_model, load_file(str(adapter)))
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"{adapter}: unexpected adapter keys {result.unexpected_keys[:5]}")
+
+
+# what may differ between a warm start's checkpoint and the run it starts: how the frozen LLM is stored
+WARM_START_FREE = ("llm_dtype", "quantization")
+
+
+def warm_start(directory: str | Path, model: ChorusQAModel) -> None:
+    """Start ``model`` from the trainable weights of the ChorusQAModel checkpoint ``directory`` (``init_from``).
+
+    Its model config must be this run's (same encoder, tokens and LoRA), apart from ``WARM_START_FREE``."""
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {path} missing; expected a ChorusQAModel checkpoint folder "
+                                f"(a run's best/ or last/, or a release such as checkpoints/demo)")
+    theirs = QAModelConfig.from_dict(json.loads(path.read_text())).to_dict()
+    ours = model.config.to_dict()
+    differ = sorted(k for k in ours if k not in WARM_START_FREE and ours[k] != theirs.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in differ[:4])
+        raise ValueError(f"init_from {directory}: its model config differs from this run's in {differ} ({detail})")
+    load_trainable_weights(directory, model)
+
+
+def restore_training_state(last: Path, model: ChorusQAModel, optimizer) -> None:
+    """Load the trainable weights and, when its parameter groups match, the optimizer state from ``last``."""
+    from safetensors.torch import load_file
+
+    load_trainable_weights(last, model)
     groups = json.loads((last / OPTIMIZER_GROUPS).read_text())
     current = optimizer.state_dict()
     if [len(g["params"]) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
@@ -382,6 +412,27 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def train_examples(cfg: TrainQAConfig) -> list:
+    """The answered questions of ``cfg.train_split`` this run trains on: without those of ``cfg.exclude_seen_by``'s
+    run, then a seeded random ``cfg.max_train_examples`` of them."""
+    from chorus_qa.datasets import load_qa_split
+
+    examples = [e for e in load_qa_split(cfg.data_dir, cfg.train_split, cfg.qa_kind) if e.answers]
+    if cfg.exclude_seen_by:
+        state = Path(cfg.exclude_seen_by) / "last" / TRAINER_STATE
+        if not state.is_file():
+            raise FileNotFoundError(f"exclude_seen_by: {state} missing; expected the out_dir of a train_qa run")
+        seen = train_examples(TrainQAConfig.from_dict(json.loads(state.read_text())["config"]))
+        seen_ids = {(e.scene_id, e.question_id) for e in seen}
+        if seen_ids - {(e.scene_id, e.question_id) for e in examples}:
+            raise ValueError(f"exclude_seen_by {cfg.exclude_seen_by}: it trained on questions that are not in "
+                             f"{cfg.data_dir} split {cfg.train_split!r}; was it trained on other data?")
+        examples = [e for e in examples if (e.scene_id, e.question_id) not in seen_ids]
+    if cfg.max_train_examples:
+        examples = random.Random(cfg.seed).sample(examples, min(cfg.max_train_examples, len(examples)))
+    return examples
+
+
 def train(cfg: TrainQAConfig, progress: bool = True, stop_after_steps: int | None = None,
           stop_after_minutes: float | None = None) -> dict:
     """Run (or resume) the two-stage recipe; return the history dict. ``stop_after_steps`` / ``stop_after_minutes``:
@@ -412,10 +463,8 @@ def _train(cfg: TrainQAConfig, progress: bool, stop_after_steps: int | None, sto
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    train_ex = [e for e in load_qa_split(cfg.data_dir, cfg.train_split, cfg.qa_kind) if e.answers]
+    train_ex = train_examples(cfg)
     val_ex = [e for e in load_qa_split(cfg.data_dir, cfg.val_split, cfg.qa_kind) if e.answers]
-    if cfg.max_train_examples:
-        train_ex = random.Random(cfg.seed).sample(train_ex, min(cfg.max_train_examples, len(train_ex)))
     if cfg.max_val_examples:
         val_ex = random.Random(cfg.seed + 1).sample(val_ex, min(cfg.max_val_examples, len(val_ex)))
     if not train_ex:
@@ -437,6 +486,8 @@ def _train(cfg: TrainQAConfig, progress: bool, stop_after_steps: int | None, sto
     resuming = cfg.resume and (last / TRAINER_STATE).is_file()
     if resuming:
         trainer_state = json.loads((last / TRAINER_STATE).read_text())
+    elif cfg.init_from:
+        warm_start(cfg.init_from, model)
     history = trainer_state["history"]
     total_epochs = cfg.stage1.epochs + cfg.stage2.epochs
     n_sequences = len(pack_by_scene(train_ex, cfg.questions_per_sequence, random.Random(0)))

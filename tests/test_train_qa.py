@@ -188,6 +188,60 @@ def test_interrupted_run_resumes_mid_epoch_to_the_same_model(tiny_world, tmp_pat
         torch.testing.assert_close(sb[key], sa[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_warm_start_continues_a_run_over_the_questions_it_did_not_see(tiny_world, tmp_path):
+    """init_from starts from another run's trained weights; exclude_seen_by trains on the questions it left out."""
+    from chorus_qa.datasets import load_qa_split
+    from chorus_qa.train_qa import train_examples
+
+    first = {**tiny_config_dict(tiny_world, tmp_path / "first"), "val_split": "train"}
+    rest = {**tiny_config_dict(tiny_world, tmp_path / "rest"), "val_split": "train", "max_train_examples": 16,
+            "init_from": str(tmp_path / "first" / "last"), "exclude_seen_by": str(tmp_path / "first"),
+            "stage1": {"epochs": 0, "lr": 1e-3}, "stage2": {"epochs": 1, "lr": 1e-12}}
+    with pytest.raises(FileNotFoundError, match="exclude_seen_by"):
+        train_examples(TrainQAConfig.from_dict(rest))
+    for name, d in (("first", first), ("rest", rest)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(d))
+    assert main(["--config", str(tmp_path / "first.yaml"), "--no-progress"]) == 0
+
+    seen = {e.question_id for e in train_examples(TrainQAConfig.from_dict(first))}
+    left = {e.question_id for e in train_examples(TrainQAConfig.from_dict({**rest, "max_train_examples": None}))}
+    every = {e.question_id for e in load_qa_split(tiny_world, "train", "synth") if e.answers}
+    assert len(seen) == 32 and seen.isdisjoint(left) and seen | left == every
+    assert {e.question_id for e in train_examples(TrainQAConfig.from_dict(rest))} <= left
+
+    # with a learning rate of 1e-12 the continued run ends where it started: at the first run's weights
+    assert main(["--config", str(tmp_path / "rest.yaml"), "--no-progress"]) == 0
+    history = json.loads((tmp_path / "rest" / "history.json").read_text())
+    assert len(history["step"]) == 2  # 16 questions, 8 a step
+    a, b = _trained_state(tmp_path / "first"), _trained_state(tmp_path / "rest")
+    assert a.keys() == b.keys() and len(a) > 4
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_warm_start_refuses_a_checkpoint_of_another_model(tmp_path):
+    import dataclasses
+
+    from chorus_qa.model import ChorusQAModel, LoraSettings, QAModelConfig
+    from chorus_qa.train_qa import warm_start
+
+    cfg = QAModelConfig(feature_dim=11, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, num_neighbors=4,
+                        max_points=64, lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    source = ChorusQAModel.build(cfg)
+    with torch.no_grad():
+        for p in source.projector.parameters():
+            p.add_(1.0)
+    source.save_pretrained(tmp_path / "src")
+    target = ChorusQAModel.build(dataclasses.replace(cfg, llm_dtype="bfloat16"))  # storage dtype may differ
+    warm_start(tmp_path / "src", target)
+    for a, b in zip(source.projector.parameters(), target.projector.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="num_scene_tokens"):
+        warm_start(tmp_path / "src", ChorusQAModel.build(dataclasses.replace(cfg, num_scene_tokens=6)))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        warm_start(tmp_path / "nowhere", target)
+
+
 def test_stop_request_catches_one_signal_and_restores_handlers():
     import os
     import signal
