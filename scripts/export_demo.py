@@ -78,15 +78,28 @@ def training_summary(res: dict | None, qa_run: Path | None) -> str:
         steps = res.get("train", {}).get("end_step", res.get("steps"))
         warm = f" after a warm start from {res['init_from']}" if res.get("init_from") else ""
         parts.append(f"the encoder got {steps} pretraining steps on {pretrain_rooms(res)} rooms{warm}")
-    state = qa_run / "last" / "trainer_state.json" if qa_run else None
-    if state and state.exists():
-        st = json.loads(state.read_text())
-        cfg = st.get("config", {})
-        per_seq = cfg.get("questions_per_sequence", 1)
-        seqs = f"{cfg.get('batch_size')} sequences x {per_seq} questions" if per_seq > 1 else f"batch {cfg.get('batch_size')}"
-        epochs = st.get("epoch")
-        parts.append(f"the Q&A model {st.get('global_step')} steps of {seqs} over {epochs} epoch{'' if epochs == 1 else 's'}")
+    qa = qa_training_summary(qa_run) if qa_run else None
+    if qa:
+        parts.append(f"the Q&A model {qa}")
     return " and ".join(parts) if parts else "the recipe's CPU budget"
+
+
+def qa_training_summary(run: Path) -> str | None:
+    """'N steps of ... over E epochs' of a train_qa run, and of the run it continued (``init_from``), if any."""
+    state = run / "last" / "trainer_state.json"
+    if not state.exists():
+        return None
+    st = json.loads(state.read_text())
+    cfg = st.get("config", {})
+    per_seq = cfg.get("questions_per_sequence", 1)
+    seqs = f"{cfg.get('batch_size')} sequences x {per_seq} questions" if per_seq > 1 else f"batch {cfg.get('batch_size')}"
+    epochs = st.get("epoch")
+    text = f"{st.get('global_step')} steps of {seqs} over {epochs} epoch{'' if epochs == 1 else 's'}"
+    if cfg.get("init_from"):  # a warm start: the run it continued first
+        prior = qa_training_summary(Path(cfg["init_from"]).parent) or f"the weights of {cfg['init_from']}"
+        rest = " over the training questions those did not see" if cfg.get("exclude_seen_by") else ""
+        text = f"{prior}, then {st.get('global_step')} more steps{rest}"
+    return text
 
 
 def token_summary(qa_cfg: dict) -> str:

@@ -14,6 +14,9 @@
 #   5. benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
 # ENCODER=228 swaps step 1 for scripts/pretrain_228.sh (the 228-room encoder: ~6 h on 2 cores instead of ~1 h);
 # ENCODER=228 QA_CONFIG=configs/qa_synth_situated.yaml is run F's recipe (~3.5 h of Q&A training on an AVX2 host).
+# QA_CONTINUE_LR=2.5e-4 (a stage-2 peak lr, written with a '.') adds step 4b: a second Q&A run that starts from the
+# first one's weights (init_from) over the training questions it did not see (exclude_seen_by), so a QA_EXAMPLES
+# subset run can be finished in a second sitting; the release is then exported from that run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,6 +25,7 @@ OUT=${OUT:-checkpoints/demo}
 QA_SCENES=${QA_SCENES:-1000}
 QA_CONFIG=${QA_CONFIG:-configs/qa_synth.yaml}
 QA_EXAMPLES=${QA_EXAMPLES:-50000}
+QA_CONTINUE_LR=${QA_CONTINUE_LR:-}
 ENCODER=${ENCODER:-release}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
@@ -51,12 +55,20 @@ fi
 stamp "4/5 Q&A training"
 "$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" --set max_train_examples="$QA_EXAMPLES" \
   --set data_dir="$WORK/qa_data" --set encoder="$OUT/encoder" --set out_dir="$WORK/qa"
+QA_RUN="$WORK/qa"
+if [ -n "$QA_CONTINUE_LR" ]; then
+  stamp "4b/5 Q&A training continued over the questions step 4 did not see (peak lr $QA_CONTINUE_LR)"
+  "$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" --set max_train_examples=null --set init_from="$WORK/qa/last" \
+    --set exclude_seen_by="$WORK/qa" --set stage2.lr="$QA_CONTINUE_LR" \
+    --set data_dir="$WORK/qa_data" --set encoder="$OUT/encoder" --set out_dir="$WORK/qa_rest"
+  QA_RUN="$WORK/qa_rest"
+fi
 
 stamp "5/5 benchmark (scene tokens and blind) + export"
-"$PY" scripts/export_demo.py qa --run "$WORK/qa" --out "$OUT"
+"$PY" scripts/export_demo.py qa --run "$QA_RUN" --out "$OUT"
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/blind" --blind
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene" --feature-cache none
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/shuffled" --shuffle-scenes --feature-cache none
-"$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --run "$WORK/qa" --pretrain-results "$PRETRAIN_JSON" \
+"$PY" scripts/export_demo.py card --out "$OUT" --bench "$WORK/bench" --run "$QA_RUN" --pretrain-results "$PRETRAIN_JSON" \
   --seconds $(( $(date +%s) - start ))
 stamp "done: $OUT"

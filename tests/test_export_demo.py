@@ -70,3 +70,21 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     text = (out / "README.md").read_text()
     assert "lifted onto 60 synthetic rooms" in text and "warm start" not in text and "asker's pose" not in text
     assert "residual" not in text
+
+
+def test_card_counts_the_steps_of_a_continued_qa_run(tmp_path):
+    """A Q&A run warm-started from another (init_from + exclude_seen_by) is described with both runs' steps."""
+    export_demo = load_script()
+
+    def run(name, steps, **cfg):
+        (tmp_path / name / "last").mkdir(parents=True)
+        state = {"global_step": steps, "epoch": 1, "config": {"batch_size": 8, "questions_per_sequence": 6, **cfg}}
+        (tmp_path / name / "last" / "trainer_state.json").write_text(json.dumps(state))
+        return tmp_path / name
+
+    first = run("first", 417)
+    rest = run("rest", 505, init_from=str(first / "last"), exclude_seen_by=str(first))
+    assert export_demo.training_summary(None, rest) == (
+        "the Q&A model 417 steps of 8 sequences x 6 questions over 1 epoch, then 505 more steps over the training "
+        "questions those did not see")
+    assert export_demo.training_summary(None, first) == "the Q&A model 417 steps of 8 sequences x 6 questions over 1 epoch"

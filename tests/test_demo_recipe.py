@@ -1,0 +1,48 @@
+"""scripts/make_demo_checkpoint.sh: which commands the recipe runs for its knobs (with a stand-in for python)."""
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe_calls(tmp_path, **env):
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "py"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {shlex.quote(str(log))}\necho >> {shlex.quote(str(log))}\n')
+    stub.chmod(0o755)
+    run_env = {**os.environ, "PY": str(stub), "WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "out"), **env}
+    subprocess.run(["bash", "scripts/make_demo_checkpoint.sh"], cwd=ROOT, env=run_env, check=True, capture_output=True)
+    return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
+def settings(call):
+    return dict(call[i + 1].split("=", 1) for i, arg in enumerate(call) if arg == "--set")
+
+
+def test_default_recipe_trains_one_qa_run_and_exports_it(tmp_path):
+    calls = recipe_calls(tmp_path)
+    trains = [c for c in calls if c[0] == "chorus_qa/train_qa.py"]
+    assert len(trains) == 1
+    assert trains[0][trains[0].index("--config") + 1] == "configs/qa_synth.yaml"
+    assert settings(trains[0])["max_train_examples"] == "50000"
+    assert settings(trains[0])["out_dir"] == str(tmp_path / "work" / "qa")
+    exports = [c for c in calls if c[:2] == ["scripts/export_demo.py", "qa"]]
+    assert exports and exports[0][exports[0].index("--run") + 1] == str(tmp_path / "work" / "qa")
+
+
+def test_continue_knob_adds_a_warm_started_run_over_the_unseen_questions(tmp_path):
+    calls = recipe_calls(tmp_path, QA_CONFIG="configs/qa_synth_situated.yaml", QA_EXAMPLES="18000",
+                         QA_CONTINUE_LR="2.5e-4")
+    work = tmp_path / "work"
+    first, rest = [settings(c) for c in calls if c[0] == "chorus_qa/train_qa.py"]
+    assert first["max_train_examples"] == "18000" and first["out_dir"] == str(work / "qa")
+    assert rest == {"max_train_examples": "null", "init_from": str(work / "qa" / "last"),
+                    "exclude_seen_by": str(work / "qa"), "stage2.lr": "2.5e-4", "data_dir": str(work / "qa_data"),
+                    "encoder": str(tmp_path / "out" / "encoder"), "out_dir": str(work / "qa_rest")}
+    # the release, its model card and the benchmarks come from the continued run
+    for kind in ("qa", "card"):
+        call = next(c for c in calls if c[:2] == ["scripts/export_demo.py", kind])
+        assert call[call.index("--run") + 1] == str(work / "qa_rest")
