@@ -6,26 +6,27 @@
 #      1500 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
 #   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
-#   4. Q&A training (QA_CONFIG, default configs/qa_synth.yaml: object tokens with class names, colour-word and
-#      relation tokens, projector + LoRA on SmolLM2-135M over QA_EXAMPLES training questions once (default 50000 =
-#      all ~40k), 6 questions per multi-turn sequence) on the frozen encoder. QA_CONFIG=configs/qa_synth_situated.yaml
-#      adds the pose-aware situated tokens and the residual cap (runs E/F/G in the README: on the release encoder with
-#      QA_EXAMPLES=18000 it scored 53.9 % against this default's 57.5; run F's 70.9 was on the 228-room encoder);
+#   4. Q&A training, the release (H) in two runs: configs/qa_synth_situated.yaml (object tokens with class names,
+#      colour-word and relation tokens, pose-aware situated tokens, metric box sizes, the projector residual capped;
+#      projector + LoRA on SmolLM2-135M, 6 questions per multi-turn sequence) on the frozen encoder over a seeded
+#      QA_EXAMPLES=18000 of the ~40k training questions (417 steps), then
+#   4b. the same recipe started from step 4's weights (init_from) over the 22,298 questions step 4 did not see
+#      (exclude_seen_by) at stage-2 peak lr QA_CONTINUE_LR=2.5e-4 (half; written with a '.'), 505 steps; the release is
+#      exported from it. Two runs so that each fits a sitting; QA_CONTINUE_LR= (empty) skips 4b.
 #   5. benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
-# ENCODER=228 swaps step 1 for scripts/pretrain_228.sh (the 228-room encoder: ~6 h on 2 cores instead of ~1 h);
-# ENCODER=228 QA_CONFIG=configs/qa_synth_situated.yaml is run F's recipe (~3.5 h of Q&A training on an AVX2 host).
-# QA_CONTINUE_LR=2.5e-4 (a stage-2 peak lr, written with a '.') adds step 4b: a second Q&A run that starts from the
-# first one's weights (init_from) over the training questions it did not see (exclude_seen_by), so a QA_EXAMPLES
-# subset run can be finished in a second sitting; the release is then exported from that run.
+# Earlier releases and runs (README, Scene Q&A): release D = QA_CONFIG=configs/qa_synth.yaml QA_EXAMPLES=50000
+# QA_CONTINUE_LR= (57.5 % EM@1); run G = step 4 alone (53.9 %); ENCODER=228 swaps step 1 for scripts/pretrain_228.sh
+# (the 228-room encoder: ~6 h on 2 cores instead of ~1 h), and ENCODER=228 QA_EXAMPLES=50000 QA_CONTINUE_LR= is
+# run F's recipe (70.9 % at step 709 of 883).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/demo}
 OUT=${OUT:-checkpoints/demo}
 QA_SCENES=${QA_SCENES:-1000}
-QA_CONFIG=${QA_CONFIG:-configs/qa_synth.yaml}
-QA_EXAMPLES=${QA_EXAMPLES:-50000}
-QA_CONTINUE_LR=${QA_CONTINUE_LR:-}
+QA_CONFIG=${QA_CONFIG:-configs/qa_synth_situated.yaml}
+QA_EXAMPLES=${QA_EXAMPLES:-18000}
+QA_CONTINUE_LR=${QA_CONTINUE_LR-2.5e-4}
 ENCODER=${ENCODER:-release}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"

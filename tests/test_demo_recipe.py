@@ -22,8 +22,9 @@ def settings(call):
     return dict(call[i + 1].split("=", 1) for i, arg in enumerate(call) if arg == "--set")
 
 
-def test_default_recipe_trains_one_qa_run_and_exports_it(tmp_path):
-    calls = recipe_calls(tmp_path)
+def test_one_run_recipe_trains_one_qa_run_and_exports_it(tmp_path):
+    """Release D's recipe: one Q&A run over all questions (QA_CONTINUE_LR empty skips step 4b)."""
+    calls = recipe_calls(tmp_path, QA_CONFIG="configs/qa_synth.yaml", QA_EXAMPLES="50000", QA_CONTINUE_LR="")
     trains = [c for c in calls if c[0] == "chorus_qa/train_qa.py"]
     assert len(trains) == 1
     assert trains[0][trains[0].index("--config") + 1] == "configs/qa_synth.yaml"
@@ -33,11 +34,12 @@ def test_default_recipe_trains_one_qa_run_and_exports_it(tmp_path):
     assert exports and exports[0][exports[0].index("--run") + 1] == str(tmp_path / "work" / "qa")
 
 
-def test_continue_knob_adds_a_warm_started_run_over_the_unseen_questions(tmp_path):
-    calls = recipe_calls(tmp_path, QA_CONFIG="configs/qa_synth_situated.yaml", QA_EXAMPLES="18000",
-                         QA_CONTINUE_LR="2.5e-4")
+def test_default_recipe_is_release_h_a_warm_started_run_over_the_unseen_questions(tmp_path):
+    calls = recipe_calls(tmp_path)
     work = tmp_path / "work"
-    first, rest = [settings(c) for c in calls if c[0] == "chorus_qa/train_qa.py"]
+    trains = [c for c in calls if c[0] == "chorus_qa/train_qa.py"]
+    assert [c[c.index("--config") + 1] for c in trains] == ["configs/qa_synth_situated.yaml"] * 2
+    first, rest = [settings(c) for c in trains]
     assert first["max_train_examples"] == "18000" and first["out_dir"] == str(work / "qa")
     assert rest == {"max_train_examples": "null", "init_from": str(work / "qa" / "last"),
                     "exclude_seen_by": str(work / "qa"), "stage2.lr": "2.5e-4", "data_dir": str(work / "qa_data"),
