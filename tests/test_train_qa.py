@@ -223,7 +223,7 @@ def test_warm_start_refuses_a_checkpoint_of_another_model(tmp_path):
     import dataclasses
 
     from chorus_qa.model import ChorusQAModel, LoraSettings, QAModelConfig
-    from chorus_qa.train_qa import warm_start
+    from chorus_qa.train_state import warm_start
 
     cfg = QAModelConfig(feature_dim=11, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, num_neighbors=4,
                         max_points=64, lora=LoraSettings(r=2, alpha=4, dropout=0.0))
@@ -264,7 +264,7 @@ def test_stop_request_catches_one_signal_and_restores_handlers():
 
 def test_optimizer_state_round_trip(tmp_path):
     from chorus_qa.model import ChorusQAModel, LoraSettings, QAModelConfig
-    from chorus_qa.train_qa import restore_training_state, save_training_state
+    from chorus_qa.train_state import restore_training_state, save_training_state
 
     cfg = QAModelConfig(feature_dim=11, llm="tiny-random-llama", num_scene_tokens=4, token_dim=16, num_neighbors=4,
                         max_points=64, lora=LoraSettings(r=2, alpha=4, dropout=0.0))
