@@ -91,15 +91,14 @@ def qa_training_summary(run: Path) -> str | None:
         return None
     st = json.loads(state.read_text())
     cfg = st.get("config", {})
-    per_seq = cfg.get("questions_per_sequence", 1)
-    seqs = f"{cfg.get('batch_size')} sequences x {per_seq} questions" if per_seq > 1 else f"batch {cfg.get('batch_size')}"
-    epochs = st.get("epoch")
-    text = f"{st.get('global_step')} steps of {seqs} over {epochs} epoch{'' if epochs == 1 else 's'}"
     if cfg.get("init_from"):  # a warm start: the run it continued first
         prior = qa_training_summary(Path(cfg["init_from"]).parent) or f"the weights of {cfg['init_from']}"
         rest = " over the training questions those did not see" if cfg.get("exclude_seen_by") else ""
-        text = f"{prior}, then {st.get('global_step')} more steps{rest}"
-    return text
+        return f"{prior}, then {st.get('global_step')} more steps{rest}"
+    per_seq = cfg.get("questions_per_sequence", 1)
+    seqs = f"{cfg.get('batch_size')} sequences x {per_seq} questions" if per_seq > 1 else f"batch {cfg.get('batch_size')}"
+    epochs = st.get("epoch")
+    return f"{st.get('global_step')} steps of {seqs} over {epochs} epoch{'' if epochs == 1 else 's'}"
 
 
 def token_summary(qa_cfg: dict) -> str:
