@@ -29,9 +29,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.atomic import write_json  # noqa: E402
-
 from data import GaussianScene, load_scene, save_scene  # noqa: E402
+from data.atomic import write_json  # noqa: E402
 from data.geometry import estimate_normals, nearest_neighbor_distances  # noqa: E402
 
 

@@ -23,9 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.atomic import write_json  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from data.atomic import write_json  # noqa: E402
 from data.scene import GaussianScene  # noqa: E402
 from encoder.lift import LiftConfig, lift_scene  # noqa: E402
 
