@@ -40,6 +40,7 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
+from .object_words import COUNT_WORDS, SIZE_WORDS, count_ids, reference_table, size_ids
 from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, question_frame, resolve_pose, sector_ids
 
 log = logging.getLogger(__name__)
@@ -131,19 +132,30 @@ class ChorusQAModel(PromptBuilder, nn.Module):
             self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
         if config.situated_words:
             self.register_buffer("sector_embeds", self.word_embeddings(SECTOR_WORDS), persistent=False)
+        if config.size_words:
+            self.register_buffer("size_embeds", self.word_embeddings(SIZE_WORDS), persistent=False)
+            reference = config.size_reference
+            self.size_table = None if reference is None else reference_table(reference, self.class_names())
+        if config.count_words:
+            self.register_buffer("count_embeds", self.word_embeddings(COUNT_WORDS, space=False), persistent=False)
 
-    def class_name_embeddings(self) -> Tensor:
-        """``word_embeddings`` of the class names of the label set of ``config.segments``."""
+    def class_names(self) -> list[str]:
+        """The class names of the label set of ``config.segments`` (the object tokens' labels index them)."""
         from encoder.label_sets import get_label_set
 
-        return self.word_embeddings(get_label_set(self.config.segment_config().label_set))
+        return get_label_set(self.config.segment_config().label_set)
 
-    def word_embeddings(self, names: Sequence[str]) -> Tensor:
+    def class_name_embeddings(self) -> Tensor:
+        """``word_embeddings`` of ``class_names``."""
+        return self.word_embeddings(self.class_names())
+
+    def word_embeddings(self, names: Sequence[str], space: bool = True) -> Tensor:
         """[L + 1, H]: the mean input embedding of each name's tokens (as a word inside a sentence, with a leading
-        space); the last row (id -1 / none) is zeros. Frozen, and rebuilt from the LLM on load, so checkpoints do
-        not store it."""
+        space unless ``space`` is False: digits); the last row (id -1 / none) is zeros. Frozen, and rebuilt from the
+        LLM on load, so checkpoints do not store it."""
         table = self.causal_lm.get_input_embeddings().weight.detach()
-        rows = [table[torch.tensor(self.tokenizer(" " + n, add_special_tokens=False)["input_ids"], device=table.device)].float().mean(0)
+        lead = " " if space else ""
+        rows = [table[torch.tensor(self.tokenizer(lead + n, add_special_tokens=False)["input_ids"], device=table.device)].float().mean(0)
                 for n in names]
         return torch.cat([torch.stack(rows), torch.zeros(1, table.shape[1], device=table.device)]).to(table.dtype)
 
@@ -274,9 +286,7 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         if self.config.anchor_frames == "none":
             return None
         if self._anchor_vocab is None:
-            from encoder.label_sets import get_label_set
-
-            self._anchor_vocab = (get_label_set(self.config.segment_config().label_set), basic_color_names())
+            self._anchor_vocab = (self.class_names(), basic_color_names())
         return question_frame(pooled, question, *self._anchor_vocab, mode=self.config.anchor_frames)
 
     def object_residual(self, tokens: Tensor) -> Tensor:
@@ -301,11 +311,21 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         per_object = [embeds]
         if self.config.color_tokens:
             per_object.append(self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_tokens", "colour ids").to(embeds.dtype))
+        if self.config.size_words:
+            per_object.append(self._lookup(self.size_embeds, [self.size_ids(p) for p in pooled], "size_words", "sizes").to(embeds.dtype))
+        if self.config.count_words:
+            per_object.append(self._lookup(self.count_embeds, [count_ids(p) for p in pooled], "count_words", "counts").to(embeds.dtype))
         if self.relation_projector is not None:
             valid = torch.stack([pooled_valid(p) for p in pooled]).to(tokens.device)
             related = self.scene_tokenizer.relations(tokens, torch.stack([c for _, c in parts]), valid)
             per_object.append((self.relation_projector(related - tokens) * valid.unsqueeze(-1)).to(embeds.dtype))
         return torch.stack(per_object, 2).flatten(1, 2) if len(per_object) > 1 else embeds
+
+    def size_ids(self, pooled: PooledScene) -> Tensor:
+        """[K] ``SIZE_WORDS`` index of each object token of a pooled scene (``chorus_qa.object_words``; -1 = none)."""
+        if self.size_table is None:
+            raise ValueError("size_words: the model config has no size_reference (the trainer sets it from its pooled cache)")
+        return size_ids(pooled, self.size_table)
 
     def _lookup(self, table: Tensor, ids: Sequence[Tensor | None], option: str, what: str) -> Tensor:
         """Rows of a word table [L + 1, H] for per-token ids [B, K]; ids outside 0..L-1 (-1 = none) get the zero row."""

@@ -57,6 +57,13 @@ class QAModelConfig:
                                          # measured worse than names alone (README), kept for ablations
     color_tokens: bool = False           # "objects" pooling: follow each object token with a second token, the plain
                                          # embedding of its basic colour term, so the LLM reads it as a word (2K positions)
+    size_words: bool = False             # "objects" pooling with object_names + metric_extents: after each object (and colour)
+                                         # token, the word "small" or "large": its box volume against its class's median
+                                         # in the training rooms (chorus_qa.object_words; size_reference)
+    count_words: bool = False            # "objects" pooling with object_names: after that, the digit of how many tokens of
+                                         # the scene share the object's class (chorus_qa.object_words)
+    size_reference: dict | None = None   # size_words: class name -> median log box volume of its tokens in the training
+                                         # rooms; filled in by the trainer from its pooled cache
     relation_layers: int = 0             # spatial relation layers (chorus_qa.relations): tokens attend to each other with
                                          # a learned bias from their pairwise offsets before the projector; 0 = none
     relation_tokens: bool = False        # "objects" pooling: the relation layers' output becomes a token of its own after
@@ -108,6 +115,11 @@ class QAModelConfig:
         if self.residual_cap is not None and not (self.residual_cap > 0 and self.object_names):
             raise ValueError(f"QAModelConfig.residual_cap = {self.residual_cap}: expected a positive number, with object_names: true "
                              "(it bounds the residual added to the class-name word)")
+        if self.size_words and not (self.object_names and self.metric_extents):
+            raise ValueError("QAModelConfig.size_words compares each labelled object token's box size in metres with its "
+                             "class's: it needs object_names: true and metric_extents: true ('objects' pooling)")
+        if self.count_words and not self.object_names:
+            raise ValueError("QAModelConfig.count_words counts the object tokens of each class: it needs object_names: true")
         if self.color_names and self.color_tokens:
             raise ValueError("QAModelConfig: color_names (colour word summed into the object token) and color_tokens "
                              "(colour word as its own token) are alternatives; set one")
@@ -119,9 +131,10 @@ class QAModelConfig:
 
     @property
     def num_placeholders(self) -> int:
-        """``<scene>`` positions in the prompt: K object / cell tokens, one more per object with ``color_tokens`` and
-        one more with ``relation_tokens``."""
-        return self.num_scene_tokens * (1 + int(self.color_tokens) + int(self.relation_tokens))
+        """``<scene>`` positions in the prompt: K object / cell tokens, one more per object for each of
+        ``color_tokens``, ``size_words``, ``count_words`` and ``relation_tokens``."""
+        words = int(self.color_tokens) + int(self.size_words) + int(self.count_words)
+        return self.num_scene_tokens * (1 + words + int(self.relation_tokens))
 
     def segment_config(self):
         from .segments import SegmentConfig

@@ -23,6 +23,7 @@ from torch import Tensor
 from .feature_cache import RAW_FEATURES, FeatureCache, raw_gaussian_features
 from .model import ChorusQAModel, SceneContext
 from .scene_tokens import PooledScene, basic_color_names, pool_scene
+from .object_words import SIZE_WORDS
 
 ProgressFn = Callable[[float, str], None]  # progress(fraction in [0, 1], description)
 
@@ -43,6 +44,7 @@ class SceneObject:
     color: str | None                     # basic colour term of the segment (None: not given to the model)
     centre: tuple[float, float, float]    # box centre in metres
     gaussians: int                        # Gaussians in the segment (after the tokenizer's subsampling)
+    size: str | None = None               # "small" / "large" against its class (size_words; None: not given to the model)
 
 
 @dataclass
@@ -54,8 +56,10 @@ class EncodedScene:
     objects: list[SceneObject] = field(default_factory=list)  # "objects" pooling: the object tokens, largest first
 
 
-def scene_objects(pooled: PooledScene, class_names: list[str] | None, with_colors: bool) -> list[SceneObject]:
-    """The non-empty object slots of an inference pooling, largest first (``pool_objects``' order)."""
+def scene_objects(pooled: PooledScene, class_names: list[str] | None, with_colors: bool,
+                  size_ids: Tensor | None = None) -> list[SceneObject]:
+    """The non-empty object slots of an inference pooling, largest first (``pool_objects``' order); ``size_ids`` [K]
+    (``ChorusQAModel.size_ids``) names each object's size word."""
     colors = basic_color_names()
     out = []
     count = pooled.geometry[:, 6].expm1().round().long()  # geometry column 6 is log1p(Gaussian count)
@@ -66,7 +70,8 @@ def scene_objects(pooled: PooledScene, class_names: list[str] | None, with_color
         name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else None
         cid = -1 if pooled.color_ids is None else int(pooled.color_ids[k])
         color = colors[cid] if with_colors and 0 <= cid < len(colors) else None
-        out.append(SceneObject(name, color, tuple(round(float(v), 3) for v in pooled.centres[k]), int(count[k])))
+        size = SIZE_WORDS[int(size_ids[k])] if size_ids is not None and 0 <= int(size_ids[k]) < len(SIZE_WORDS) else None
+        out.append(SceneObject(name, color, tuple(round(float(v), 3) for v in pooled.centres[k]), int(count[k]), size))
     return out
 
 
@@ -74,7 +79,7 @@ def inventory(objects: list[SceneObject]) -> str:
     """A one-line summary of object tokens, e.g. "3 objects: red chair x2, white lamp" (unnamed ones as "object")."""
     if not objects:
         return "no objects"
-    groups = Counter(" ".join(w for w in (o.color, o.name or "object") if w) for o in objects)
+    groups = Counter(" ".join(w for w in (o.size, o.color, o.name or "object") if w) for o in objects)
     parts = [f"{what} x{n}" if n > 1 else what for what, n in groups.most_common()]
     return f"{len(objects)} object{'s' if len(objects) != 1 else ''}: " + ", ".join(parts)
 
@@ -156,7 +161,8 @@ class ChatSession:
                 report(0.7, "building scene tokens")
                 pooled = pool_scene(features.float(), means.float(), self.model.scene_tokenizer.config, **extra)
                 context = self.model.prepare_pooled(pooled)  # = prepare_scene for the inference pooling
-                objects = scene_objects(pooled, self.class_names, self.model.config.color_words)
+                sizes = self.model.size_ids(pooled) if self.model.config.size_words else None
+                objects = scene_objects(pooled, self.class_names, self.model.config.color_words, sizes)
             else:
                 report(0.7, "building scene tokens")
                 context = self.model.prepare_scene(features.float(), means)

@@ -48,6 +48,7 @@ from chorus_qa.model import ChorusQAModel
 from chorus_qa.qa_config import QAModelConfig
 from chorus_qa.scene_tokens import PooledScene, SceneTokenizerConfig, pool_scene, pooled_from_tensors
 from chorus_qa.situated import example_pose
+from chorus_qa.object_words import size_reference
 from chorus_qa.train_config import TrainQAConfig, load_config
 from chorus_qa.train_state import TRAINER_STATE, plot_curves, restore_training_state, save_training_state, warm_start
 
@@ -191,6 +192,19 @@ class PooledSceneStore:
 
     def context(self, model: ChorusQAModel, scene_id: str):
         return model.prepare_pooled(self.get(scene_id, 0))
+
+
+def run_size_reference(cfg: TrainQAConfig, store: PooledSceneStore, model_cfg: QAModelConfig, train_ex) -> dict:
+    """``size_words``' per-class reference: the ``init_from`` checkpoint's when it has one (a continued run reads the
+    same words), else the median over the inference pooling of this run's training rooms (``chorus_qa.object_words``)."""
+    if cfg.init_from:
+        theirs = json.loads((Path(cfg.init_from) / "config.json").read_text()).get("size_reference")
+        if theirs:
+            return theirs
+    from encoder.label_sets import get_label_set
+
+    names = get_label_set(model_cfg.segment_config().label_set)
+    return size_reference((store.get(s, 0) for s in sorted({e.scene_id for e in train_ex})), names)
 
 
 def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: QAModelConfig, examples=()):
@@ -378,6 +392,8 @@ def _train(cfg: TrainQAConfig, progress: bool, stop_after_steps: int | None, sto
     if main_process:
         store.precompute([e.scene_id for e in train_ex + val_ex], progress)
     accelerator.wait_for_everyone()
+    if model_cfg.size_words and model_cfg.size_reference is None:
+        model_cfg.size_reference = run_size_reference(cfg, store, model_cfg, train_ex)
     model = ChorusQAModel.build(model_cfg, device=device)
     trainer_state = {"epoch": 0, "epoch_batches": 0, "global_step": 0, "best_em": -1.0,
                      "history": {"step": [], "loss": [], "eval": []}, "config": cfg.to_dict()}

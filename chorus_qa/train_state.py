@@ -54,8 +54,9 @@ def load_trainable_weights(directory: Path, model: ChorusQAModel) -> None:
             raise ValueError(f"{adapter}: unexpected adapter keys {result.unexpected_keys[:5]}")
 
 
-# what may differ between a warm start's checkpoint and the run it starts: how the frozen LLM is stored
-WARM_START_FREE = ("llm_dtype", "quantization")
+# what may differ between a warm start's checkpoint and the run it starts: how the frozen LLM is stored, and words
+# the object tokens carry that have no weights of their own (a trained model can be taught to read them)
+WARM_START_FREE = ("llm_dtype", "quantization", "size_words", "size_reference", "count_words")
 
 
 def warm_start(directory: str | Path, model: ChorusQAModel) -> None:
