@@ -17,7 +17,7 @@
 # Earlier releases and runs (README, Scene Q&A): release D = QA_CONFIG=configs/qa_synth.yaml QA_EXAMPLES=50000
 # QA_CONTINUE_LR= (57.5 % EM@1); run G = step 4 alone (53.9 %); ENCODER=228 swaps step 1 for scripts/pretrain_228.sh
 # (the 228-room encoder: ~6 h on 2 cores instead of ~1 h), and ENCODER=228 QA_EXAMPLES=50000 QA_CONTINUE_LR= is
-# run F's recipe (70.9 % at step 709 of 883).
+# run F's recipe (70.9 % at step 709 of 883). QA_SET="key=value ..." adds config settings to both Q&A runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -28,6 +28,7 @@ QA_CONFIG=${QA_CONFIG:-configs/qa_synth_situated.yaml}
 QA_EXAMPLES=${QA_EXAMPLES:-18000}
 QA_CONTINUE_LR=${QA_CONTINUE_LR-2.5e-4}
 ENCODER=${ENCODER:-release}
+QA_SET=${QA_SET:-}   # more config settings for both Q&A runs, space-separated key=value (e.g. model.size_words=true)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)
@@ -54,12 +55,15 @@ if [ ! -f "$WORK/qa_data/splits/val.txt" ]; then
 fi
 
 stamp "4/5 Q&A training"
-"$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" --set max_train_examples="$QA_EXAMPLES" \
+qa_set=()
+for kv in $QA_SET; do qa_set+=(--set "$kv"); done
+"$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" ${qa_set[@]+"${qa_set[@]}"} --set max_train_examples="$QA_EXAMPLES" \
   --set data_dir="$WORK/qa_data" --set encoder="$OUT/encoder" --set out_dir="$WORK/qa"
 QA_RUN="$WORK/qa"
 if [ -n "$QA_CONTINUE_LR" ]; then
   stamp "4b/5 Q&A training continued over the questions step 4 did not see (peak lr $QA_CONTINUE_LR)"
-  "$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" --set max_train_examples=null --set init_from="$WORK/qa/last" \
+  "$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" ${qa_set[@]+"${qa_set[@]}"} --set max_train_examples=null \
+    --set init_from="$WORK/qa/last" \
     --set exclude_seen_by="$WORK/qa" --set stage2.lr="$QA_CONTINUE_LR" \
     --set data_dir="$WORK/qa_data" --set encoder="$OUT/encoder" --set out_dir="$WORK/qa_rest"
   QA_RUN="$WORK/qa_rest"

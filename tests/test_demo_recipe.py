@@ -48,3 +48,14 @@ def test_default_recipe_is_release_h_a_warm_started_run_over_the_unseen_question
     for kind in ("qa", "card"):
         call = next(c for c in calls if c[:2] == ["scripts/export_demo.py", kind])
         assert call[call.index("--run") + 1] == str(work / "qa_rest")
+
+
+def test_extra_settings_reach_both_qa_runs(tmp_path):
+    calls = recipe_calls(tmp_path, QA_SET="model.size_words=true seed=3")
+    trains = [c for c in calls if c[0] == "chorus_qa/train_qa.py"]
+    assert len(trains) == 2
+    for call in trains:
+        assert settings(call)["model.size_words"] == "true" and settings(call)["seed"] == "3"
+    (tmp_path / "plain").mkdir()
+    plain = [c for c in recipe_calls(tmp_path / "plain") if c[0] == "chorus_qa/train_qa.py"]
+    assert len(plain) == 2 and not any("model.size_words" in settings(c) for c in plain)
