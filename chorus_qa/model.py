@@ -126,7 +126,7 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         self._prefix_cache: dict[bool, list[int]] = {}
         self._anchor_vocab: tuple[list[str], list[str]] | None = None
         if config.object_names:
-            self.register_buffer("name_embeds", self.class_name_embeddings(), persistent=False)
+            self.register_buffer("name_embeds", self.word_embeddings(self.class_names()), persistent=False)
             self.name_norm = float(self.name_embeds[:-1].float().norm(dim=-1).mean())  # the last row is "no name" (zeros)
         if config.color_words:
             self.register_buffer("color_embeds", self.word_embeddings(basic_color_names()), persistent=False)
@@ -144,10 +144,6 @@ class ChorusQAModel(PromptBuilder, nn.Module):
         from encoder.label_sets import get_label_set
 
         return get_label_set(self.config.segment_config().label_set)
-
-    def class_name_embeddings(self) -> Tensor:
-        """``word_embeddings`` of ``class_names``."""
-        return self.word_embeddings(self.class_names())
 
     def word_embeddings(self, names: Sequence[str], space: bool = True) -> Tensor:
         """[L + 1, H]: the mean input embedding of each name's tokens (as a word inside a sentence, with a leading
