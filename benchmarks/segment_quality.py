@@ -114,7 +114,6 @@ def main(argv=None) -> int:
     from chorus_qa.qa_config import QAModelConfig
     from chorus_qa.segments import label_segments, make_segmenter
     from data import load_scene
-    from encoder.label_sets import get_label_set
 
     ckpt = Path(args.checkpoint)
     cfg = QAModelConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
@@ -123,7 +122,7 @@ def main(argv=None) -> int:
     encoder = ckpt / (cfg.encoder_ref or "encoder")
     source = SceneFeatureSource(str(encoder))
     segmenter = make_segmenter(cfg, str(encoder))
-    names = get_label_set(cfg.segment_config().label_set)
+    names = cfg.class_names()
     split_file = Path(args.data) / "splits" / "val.txt"
     if not split_file.is_file():
         ap.error(f"{split_file} not found: --data must be a synthetic Q&A folder (python -m data.synth ...)")

@@ -45,7 +45,7 @@ def labelled_tokens(pooled) -> Tensor:
     from .scene_tokens import pooled_valid
 
     if pooled.labels is None:
-        raise ValueError("size words: the pooled scene carries no class labels (pool it with labels=...)")
+        raise ValueError("object words: the pooled scene carries no class labels (pool it with labels=...)")
     return pooled_valid(pooled) & (pooled.labels >= 0)
 
 

@@ -141,6 +141,12 @@ class QAModelConfig:
 
         return SegmentConfig.from_dict(self.segments)
 
+    def class_names(self) -> list[str]:
+        """The class names of the segments' label set ("objects" pooling): what the object tokens' labels index."""
+        from encoder.label_sets import get_label_set
+
+        return list(get_label_set(self.segment_config().label_set))
+
     def scene_tokenizer_config(self) -> SceneTokenizerConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
                                     pooling=self.pooling, num_neighbors=self.num_neighbors,

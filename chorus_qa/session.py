@@ -22,8 +22,8 @@ from torch import Tensor
 
 from .feature_cache import RAW_FEATURES, FeatureCache, raw_gaussian_features
 from .model import ChorusQAModel, SceneContext
-from .scene_tokens import PooledScene, basic_color_names, pool_scene
 from .object_words import SIZE_WORDS
+from .scene_tokens import PooledScene, basic_color_names, pool_scene
 
 ProgressFn = Callable[[float, str], None]  # progress(fraction in [0, 1], description)
 
@@ -110,11 +110,8 @@ class ChatSession:
                              "(chorus_qa.segments.make_segmenter)")
         self.model = model.eval()
         self.segmenter = segmenter
-        self.class_names = None  # names of the segment labels ("objects" pooling), for EncodedScene.objects
-        if model.config.pooling == "objects":
-            from encoder.label_sets import get_label_set
-
-            self.class_names = list(get_label_set(model.config.segment_config().label_set))
+        # names of the segment labels ("objects" pooling), for EncodedScene.objects
+        self.class_names = model.config.class_names() if model.config.pooling == "objects" else None
         self.encoder_predictor = encoder_predictor
         self.feature_cache = feature_cache
         self.max_cached_scenes = max_cached_scenes

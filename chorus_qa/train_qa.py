@@ -45,10 +45,10 @@ from chorus_qa.batching import group_by_length, make_packed_batch, pack_by_scene
 from chorus_qa.benchmark import shuffled_scenes
 from chorus_qa.feature_cache import FeatureCache, SceneFeatureSource
 from chorus_qa.model import ChorusQAModel
+from chorus_qa.object_words import size_reference
 from chorus_qa.qa_config import QAModelConfig
 from chorus_qa.scene_tokens import PooledScene, SceneTokenizerConfig, pool_scene, pooled_from_tensors
 from chorus_qa.situated import example_pose
-from chorus_qa.object_words import size_reference
 from chorus_qa.train_config import TrainQAConfig, load_config
 from chorus_qa.train_state import TRAINER_STATE, plot_curves, restore_training_state, save_training_state, warm_start
 
@@ -201,10 +201,7 @@ def run_size_reference(cfg: TrainQAConfig, store: PooledSceneStore, model_cfg: Q
         theirs = json.loads((Path(cfg.init_from) / "config.json").read_text()).get("size_reference")
         if theirs:
             return theirs
-    from encoder.label_sets import get_label_set
-
-    names = get_label_set(model_cfg.segment_config().label_set)
-    return size_reference((store.get(s, 0) for s in sorted({e.scene_id for e in train_ex})), names)
+    return size_reference((store.get(s, 0) for s in sorted({e.scene_id for e in train_ex})), model_cfg.class_names())
 
 
 def make_scene_store(cfg: TrainQAConfig, source: SceneFeatureSource, model_cfg: QAModelConfig, examples=()):

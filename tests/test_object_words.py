@@ -130,7 +130,7 @@ def test_trainer_sets_the_reference_from_its_training_rooms_and_a_warm_start_kee
     store = make_scene_store(cfg, SceneFeatureSource("raw"), model.config)
     assert isinstance(store, PooledSceneStore)
     rooms = sorted({e.scene_id for e in train_examples(cfg)})
-    assert saved == size_reference([store.get(s, 0) for s in rooms], model.class_names()) and saved
+    assert saved == size_reference([store.get(s, 0) for s in rooms], model.config.class_names()) and saved
     assert model.config.size_reference == saved
     # a continued run reads the words of the run it starts from, whatever rooms it trains on
     (tmp_path / "ckpt").mkdir()
