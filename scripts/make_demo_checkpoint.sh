@@ -42,7 +42,7 @@ case "$ENCODER" in
   228)
     stamp "1/5 pretraining the 228-room encoder (scripts/pretrain_228.sh)"
     WORK="$WORK/enc228" bash scripts/pretrain_228.sh
-    ENC_RUN="$WORK/enc228/s4/pretrain"; PRETRAIN_JSON=benchmarks/results/pretrain_probe_228_warm.json ;;
+    ENC_RUN="$WORK/enc228/s4/pretrain"; PRETRAIN_JSON="$WORK/enc228/pretrain_probe_228.json" ;;   # this build's own scores
   *) echo "ENCODER must be release or 228, not '$ENCODER'" >&2; exit 2 ;;
 esac
 
