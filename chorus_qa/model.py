@@ -40,7 +40,8 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import SECTOR_WORDS, SituatedProjector, egocentric, interleave, question_frame, resolve_pose, sector_ids
+from .situated import (SECTOR_WORDS, SituatedProjector, asks_lateral, egocentric, interleave, question_frame, resolve_pose,
+                       sector_ids)
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +215,15 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
                            **{k: None if v is None else v[a:b].to(device) for k, v in per_gaussian.items()})
                 for a, b in scene_slices(offset, len(means))]
 
-    def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float]) -> Tensor:
+    def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float], lateral: bool = False) -> Tensor:
         """The situated tokens [n, H] of one scene seen from ``pose``, one per occupied slot, nearest to the asker first
-        (two per slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
+        (leftmost first with ``lateral``; two per slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
         valid = pooled_valid(pooled).to(self.device)
         offsets = egocentric(pooled.centres.to(self.device)[valid], pose)
-        order = offsets[:, :2].norm(dim=1).argsort(stable=True)  # nearest first: "what is on my left?" = first left one
+        if lateral:  # "which is farther to the left, ...?" = the one listed first
+            order = (-offsets[:, 1]).argsort(stable=True)
+        else:  # nearest first: "what is on my left?" = first left one
+            order = offsets[:, :2].norm(dim=1).argsort(stable=True)
         offsets = offsets[order]
         ego = self.situated(offsets)
         name = torch.zeros_like(ego)
@@ -253,7 +257,12 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         """The situated tokens of each question (None where ``situated_frames`` gives no frame)."""
         frames = self.situated_frames(pooled, poses, questions, turns, blind)
         rows = [b for b, k in enumerate(turns if turns is not None else [1] * len(pooled)) for _ in range(k)]
-        return [None if f is None else self.situated_embeddings(pooled[b], f) for b, f in zip(rows, frames)]
+        poses = list(poses) if poses is not None else [None] * len(frames)
+        questions = list(questions) if questions is not None else [None] * len(frames)
+        lateral = [self.config.lateral_order and pose is None and question is not None and asks_lateral(question)
+                   for pose, question in zip(poses, questions)]
+        return [None if f is None else self.situated_embeddings(pooled[b], f, lat)
+                for b, f, lat in zip(rows, frames, lateral)]
 
     def situated_size(self, pooled: PooledScene) -> int:
         """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""

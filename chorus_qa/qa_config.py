@@ -80,6 +80,8 @@ class QAModelConfig:
     anchor_frames: str = "none"          # questions without a pose get the situated tokens of the frame of the object they
                                          # name first (at it, facing into the room): "spatial" (only questions with a
                                          # spatial word: closest, left, between, ...), "all" or "none" (chorus_qa.situated)
+    lateral_order: bool = False          # an anchor frame whose question asks left or right lists its situated tokens
+                                         # leftmost first (by their offset along the frame's left axis), not nearest first
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -112,6 +114,8 @@ class QAModelConfig:
         if self.anchor_frames != "none" and not (self.situated_tokens and self.object_names):
             raise ValueError("QAModelConfig.anchor_frames finds the named object among the labelled object tokens: it needs "
                              "situated_tokens: true and object_names: true ('objects' pooling)")
+        if self.lateral_order and self.anchor_frames == "none":
+            raise ValueError("QAModelConfig.lateral_order orders the situated tokens of anchor frames: set anchor_frames too")
         if self.residual_cap is not None and not (self.residual_cap > 0 and self.object_names):
             raise ValueError(f"QAModelConfig.residual_cap = {self.residual_cap}: expected a positive number, with object_names: true "
                              "(it bounds the residual added to the class-name word)")

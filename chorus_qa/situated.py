@@ -144,7 +144,8 @@ def interleave(scene: Tensor | None, ego: Sequence[Sequence[Tensor]]) -> Tensor:
 # ----------------------------------------------------------------------------- anchor frames
 # A question with no pose but about an object ("what is the closest object to the bed?", "which is closer to the
 # door, ...?") is answered from that object's frame: the asker stands at the object first named in the question,
-# facing into the room, and the situated tokens list the scene from there, nearest first (``anchor_frames``).
+# facing into the room, and the situated tokens list the scene from there, nearest first (``anchor_frames``), or,
+# with ``lateral_order`` and a question about left and right, leftmost first.
 
 SPATIAL_WORDS = ("closest", "nearest", "farthest", "furthest", "closer", "farther", "further", "near", "next to",
                  "beside", "between", "left", "right", "behind", "front", "facing", "far from")
@@ -154,6 +155,12 @@ def is_spatial(question: str) -> bool:
     """Whether a question asks about where things are (``anchor_frames: spatial`` gives only these a frame)."""
     text = question.lower()
     return any(re.search(rf"\b{re.escape(w)}\b", text) for w in SPATIAL_WORDS)
+
+
+def asks_lateral(question: str) -> bool:
+    """Whether a question asks about left and right ("which is farther to the left, ...?"): with ``lateral_order`` its
+    anchor frame lists the situated tokens leftmost first, so "farther to the left" is "listed first"."""
+    return re.search(r"\b(left|right)\b", question.lower()) is not None
 
 
 def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence[str] = ()) -> tuple[int, int | None] | None:

@@ -417,3 +417,38 @@ def test_box_centred_poses_see_the_scene_from_position_plus_box_centre():
         assert not torch.equal(got, model.situated_embeddings(pooled, tuple(relative)))
     with pytest.raises(ValueError, match="box_centre"):
         model.situated_frames([replace(pooled, box_centre=None)], [relative])
+
+
+def test_lateral_order_lists_a_left_right_questions_anchor_frame_leftmost_first():
+    model = object_situated_model(situated_words=True, anchor_frames="spatial", lateral_order=True)
+    perturb(model.situated)
+    pooled = three_pooled_objects(model)
+    from encoder.label_sets import get_label_set
+
+    table = get_label_set("synth")[9]
+    question = f"standing at the {table} and facing into the room, which is farther to the left, the a or the b?"
+    pose = model.anchor_pose(pooled, question)
+    assert pose is not None
+    # independent reference: each slot's offset along the frame's left axis, and its floor distance
+    x, y, yaw = pose
+    centres = pooled.centres[:3, :2].double()
+    left = (-(centres[:, 0] - x) * math.sin(yaw) + (centres[:, 1] - y) * math.cos(yaw)).tolist()
+    dist = (centres - torch.tensor([x, y], dtype=torch.float64)).norm(dim=1).tolist()
+    by_left = sorted(range(3), key=lambda i: -left[i])
+    by_dist = sorted(range(3), key=lambda i: dist[i])
+    assert by_left != by_dist  # so the test sees the reordering
+    with torch.no_grad():
+        near = model.situated_embeddings(pooled, pose).view(3, 2, -1)  # (name, quarter word) per slot, nearest first
+        got = model.situated_per_question([pooled], [None], [question])[0].view(3, 2, -1)
+        assert torch.allclose(got, near[[by_dist.index(i) for i in by_left]], atol=1e-5)  # same rows, other order
+        # a posed question and a question without left / right keep the nearest-first order
+        posed = model.situated_per_question([pooled], [pose], [question])[0].view(3, 2, -1)
+        assert torch.equal(posed, near)
+        closest = f"what is the closest object to the {table}?"
+        assert torch.equal(model.situated_per_question([pooled], [None], [closest])[0].view(3, 2, -1), near)
+        plain = object_situated_model(situated_words=True, anchor_frames="spatial")
+        plain.load_state_dict(model.state_dict())
+        assert torch.equal(plain.situated_per_question([pooled], [None], [question])[0].view(3, 2, -1), near)
+    with pytest.raises(ValueError, match="lateral_order"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, situated_tokens=True, lateral_order=True)
