@@ -59,3 +59,15 @@ def test_extra_settings_reach_both_qa_runs(tmp_path):
     (tmp_path / "plain").mkdir()
     plain = [c for c in recipe_calls(tmp_path / "plain") if c[0] == "chorus_qa/train_qa.py"]
     assert len(plain) == 2 and not any("model.size_words" in settings(c) for c in plain)
+
+
+def test_228_room_encoder_recipe_exports_and_scores_its_own_build(tmp_path):
+    calls = recipe_calls(tmp_path, ENCODER="228")
+    work = tmp_path / "work"
+    pretrain = [c for c in calls if c[0] == "benchmarks/pretrain_probe.py"]
+    assert len(pretrain) == 4 and all(c[c.index("--data-dir") + 1] == str(work / "enc228" / "synth") for c in pretrain)
+    export = next(c for c in calls if c[:2] == ["scripts/export_demo.py", "encoder"])
+    assert export[export.index("--run") + 1] == str(work / "enc228" / "s4" / "pretrain")
+    card = next(c for c in calls if c[:2] == ["scripts/export_demo.py", "card"])
+    assert card[card.index("--pretrain-results") + 1] == str(work / "enc228" / "pretrain_probe_228.json")
+    assert pretrain[-1][pretrain[-1].index("--out") + 1] == str(work / "enc228" / "pretrain_probe_228.json")
