@@ -234,35 +234,46 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         word = self.sector_embeds[sector_ids(offsets)].to(ego.dtype)
         return torch.stack([name, word + ego], 1).flatten(0, 1)
 
-    def situated_frames(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
-                        blind: bool = False) -> list[tuple[float, float, float] | None]:
-        """The frame each question's situated tokens are seen from: its pose, or (``anchor_frames``) the frame of the
-        object its text names first; None without either, blind or without ``situated_tokens``. ``pooled`` holds the
-        scene of each of the B rows, ``turns`` [B] how many questions each row asks."""
+    def _asked(self, pooled: Sequence[PooledScene], poses, questions, turns) -> list[tuple[int, object, str | None]]:
+        """(row, pose, question text) of each question: ``pooled`` holds the scene of each of the B rows, ``turns`` [B]
+        how many questions each row asks (one each when None); missing poses / texts are None."""
         turns = list(turns) if turns is not None else [1] * len(pooled)
         n = sum(turns)
         poses = list(poses) if poses is not None else [None] * n
         questions = list(questions) if questions is not None else [None] * n
         if len(poses) != n or len(questions) != n:
             raise ValueError(f"situated_per_question: {len(poses)} poses and {len(questions)} question texts for {n} questions")
+        return list(zip([b for b, k in enumerate(turns) for _ in range(k)], poses, questions))
+
+    def _frame(self, scene: PooledScene, pose, question: str | None) -> tuple[float, float, float] | None:
+        """The pose (placed in ``scene``), else the anchor frame of the question's text, else None."""
+        if pose is not None:
+            return resolve_pose(pose, scene.box_centre)
+        return None if question is None else self.anchor_pose(scene, question)
+
+    def situated_frames(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
+                        blind: bool = False) -> list[tuple[float, float, float] | None]:
+        """The frame each question's situated tokens are seen from: its pose, or (``anchor_frames``) the frame of the
+        object its text names first; None without either, blind or without ``situated_tokens``. ``pooled`` holds the
+        scene of each of the B rows, ``turns`` [B] how many questions each row asks."""
+        asked = self._asked(pooled, poses, questions, turns)
         if self.situated is None or blind:
-            return [None] * n
-        rows = [b for b, k in enumerate(turns) for _ in range(k)]
-        return [resolve_pose(pose, pooled[b].box_centre) if pose is not None
-                else None if question is None else self.anchor_pose(pooled[b], question)
-                for b, pose, question in zip(rows, poses, questions)]
+            return [None] * len(asked)
+        return [self._frame(pooled[b], pose, question) for b, pose, question in asked]
 
     def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
                               blind: bool = False) -> list[Tensor | None]:
-        """The situated tokens of each question (None where ``situated_frames`` gives no frame)."""
-        frames = self.situated_frames(pooled, poses, questions, turns, blind)
-        rows = [b for b, k in enumerate(turns if turns is not None else [1] * len(pooled)) for _ in range(k)]
-        poses = list(poses) if poses is not None else [None] * len(frames)
-        questions = list(questions) if questions is not None else [None] * len(frames)
-        lateral = [self.config.lateral_order and pose is None and question is not None and asks_lateral(question)
-                   for pose, question in zip(poses, questions)]
-        return [None if f is None else self.situated_embeddings(pooled[b], f, lat)
-                for b, f, lat in zip(rows, frames, lateral)]
+        """The situated tokens of each question (None where ``situated_frames`` gives no frame); an anchor frame of a
+        question about left and right lists them leftmost first with ``lateral_order``."""
+        asked = self._asked(pooled, poses, questions, turns)
+        if self.situated is None or blind:
+            return [None] * len(asked)
+        tokens = []
+        for b, pose, question in asked:
+            frame = self._frame(pooled[b], pose, question)
+            lateral = self.config.lateral_order and pose is None and frame is not None and asks_lateral(question)
+            tokens.append(None if frame is None else self.situated_embeddings(pooled[b], frame, lateral))
+        return tokens
 
     def situated_size(self, pooled: PooledScene) -> int:
         """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""
