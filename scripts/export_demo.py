@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -71,12 +72,21 @@ def pretrain_rooms(res: dict) -> int | str:
     return res.get("pretrain_train_rooms", res.get("num_scenes", "?"))
 
 
+def pretrain_init_from(res: dict) -> str | None:
+    """The checkpoint a pretraining result continued from: its ``init_from``, or the ``--init-from`` of its command."""
+    if res.get("init_from"):
+        return res["init_from"]
+    words = shlex.split(res.get("command", ""))
+    return words[words.index("--init-from") + 1] if "--init-from" in words[:-1] else None
+
+
 def training_summary(res: dict | None, qa_run: Path | None) -> str:
     """One sentence on what the encoder (its pretraining results ``res``) and the Q&A model were trained with."""
     parts = []
     if res is not None:
         steps = res.get("train", {}).get("end_step", res.get("steps"))
-        warm = f" after a warm start from {res['init_from']}" if res.get("init_from") else ""
+        init = pretrain_init_from(res)
+        warm = f" after a warm start from {init}" if init else ""
         parts.append(f"the encoder got {steps} pretraining steps on {pretrain_rooms(res)} rooms{warm}")
     qa = qa_training_summary(qa_run) if qa_run else None
     if qa:
@@ -111,6 +121,8 @@ def token_summary(qa_cfg: dict) -> str:
             how += f" (segments of at least {segs['min_points']} Gaussians)"
         names = " plus the LLM's own embedding of the segment's class name" if qa_cfg.get("object_names") else ""
         follow = ["a token that is the word embedding of its basic colour term"] if qa_cfg.get("color_tokens") else []
+        if qa_cfg.get("size_words"):
+            follow.append("a size word (small / large against its class's median box volume)")
         if qa_cfg.get("relation_tokens"):
             follow.append(f"a relation token ({qa_cfg.get('relation_layers')} spatial relation layers over the objects, "
                           "their own projector)")
@@ -123,7 +135,8 @@ def token_summary(qa_cfg: dict) -> str:
         if qa_cfg.get("situated_tokens"):
             frames = {"spatial": " or at the first object a spatial question names", "all": " or at the first object a question names"}
             situated = (f"; per question, the objects again as seen from the asker's pose{frames.get(qa_cfg.get('anchor_frames'), '')}"
-                        + (" (class word + quarter word: front/left/behind/right)" if qa_cfg.get("situated_words") else ""))
+                        + (" (class word + quarter word: front/left/behind/right)" if qa_cfg.get("situated_words") else "")
+                        + (", leftmost first when the question asks left or right" if qa_cfg.get("lateral_order") else ""))
         return f"up to {k} object tokens, one per segment: {how}{names}{colours}{extents}{situated}"
     return f"{k} {pooling}-pooled tokens"
 
@@ -156,9 +169,14 @@ def card(out: Path, bench: Path, pretrain_results: Path, seconds: int, qa_run: P
     qa_cfg = json.loads((out / "config.json").read_text())
     pre_res = json.loads(pretrain_results.read_text()) if pretrain_results.exists() else None
     rooms = pretrain_rooms(pre_res) if pre_res is not None else "?"
+    init = pretrain_init_from(pre_res) if pre_res is not None else None
+    if init:
+        pre += (f"\n\nThese are the scores of the last pretraining stage, which continued from `{init}`; the steps and "
+                "minutes above are that stage's alone.")
     text = f"""# Chorus-QA demo checkpoint
 
-Made by `make demo-checkpoint` (`scripts/make_demo_checkpoint.sh`) on a 2-core CPU in {seconds / 60:.0f} minutes.
+Made by `make demo-checkpoint` (`scripts/make_demo_checkpoint.sh`) on a 2-core CPU; its last invocation took
+{seconds / 60:.0f} minutes (a rerun skips what earlier sittings finished; the README gives each step's time).
 Everything in it was trained by this repository's own recipe from procedurally generated rooms
 (`data/synth`); no outside data set was used.
 
@@ -183,7 +201,7 @@ Everything in it was trained by this repository's own recipe from procedurally g
 ## Limits
 
 - Below the targets we set (75 % EM@1, +40 over blind): {training_summary(pre_res, qa_run)}, what fits
-  a 2-core CPU in the time above; the per-type table shows the weakest question types. Rerun the recipe with
+  a 2-core CPU in hours; the per-type table shows the weakest question types. Rerun the recipe with
   more rooms and steps for better answers.
 - Trained only on synthetic rooms: real scans (ScanNet, ScanNet++) look different; expect much weaker answers
   there until the recipe is rerun on real SceneSplat data with the paper teachers.

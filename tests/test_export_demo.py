@@ -50,7 +50,8 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     out.mkdir()
     qa_cfg = {"llm": "smollm2-135m", "num_scene_tokens": 32, "pooling": "objects", "segments": {"source": "zero-shot"},
               "object_names": True, "metric_extents": True, "situated_tokens": True, "situated_words": True,
-              "anchor_frames": "spatial", "residual_cap": 0.5, "lora": {"r": 16}}
+              "anchor_frames": "spatial", "residual_cap": 0.5, "lateral_order": True, "color_tokens": True,
+              "size_words": True, "lora": {"r": 16}}
     (out / "config.json").write_text(json.dumps(qa_cfg))
     bench_run(bench / "scene", 60.0)
     pre = tmp_path / "pre.json"
@@ -62,14 +63,21 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     assert "1500 pretraining steps on 228 rooms after a warm start from runs/x/checkpoints/step_0001000" in text
     assert "box sizes in metres" in text and "the first object a spatial question names" in text and "quarter word" in text
     assert "projector residual at most 0.5x the mean class-name word norm" in text
+    assert "colour term and a size word (small / large" in text and "leftmost first when the question asks left" in text
+    assert "the last pretraining stage, which continued from `runs/x/checkpoints/step_0001000`" in text
+    # the warm start is also found in the command a pretrain_probe.py result records
+    pre.write_text(json.dumps({"num_scenes": 240, "pretrain_train_rooms": 228, "train": {"end_step": 1500},
+                               "command": "python benchmarks/pretrain_probe.py --steps 1500 --init-from runs/y/step_1 --out o.json"}))
+    export_demo.card(out, bench, pre, seconds=60)
+    assert "1500 pretraining steps on 228 rooms after a warm start from runs/y/step_1" in (out / "README.md").read_text()
     # a single-run result without a train-room count names the generated world, as the first release did
     pre.write_text(json.dumps({"num_scenes": 60, "train": {"end_step": 1500}}))
     (out / "config.json").write_text(json.dumps({**qa_cfg, "situated_tokens": False, "metric_extents": False,
-                                                 "residual_cap": None}))
+                                                 "residual_cap": None, "size_words": False, "lateral_order": False}))
     export_demo.card(out, bench, pre, seconds=60)
     text = (out / "README.md").read_text()
     assert "lifted onto 60 synthetic rooms" in text and "warm start" not in text and "asker's pose" not in text
-    assert "residual" not in text
+    assert "residual" not in text and "size word" not in text and "continued from" not in text
 
 
 def test_card_counts_the_steps_of_a_continued_qa_run(tmp_path):
