@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# The recipe behind checkpoints/demo/ (run by `make demo-checkpoint`). Every step is resumable:
+# The recipe behind checkpoints/demo/ (release I) (run by `make demo-checkpoint`). Every step is resumable:
 # re-running skips finished work. WORK holds data and runs (not committed); OUT is the release folder.
 #
-#   1. encoder: benchmarks/pretrain_probe.py = 60 synthetic rooms (density 0.3), offline-teacher lifting,
-#      1500 steps of multi-teacher pretraining of the `small` encoder, zero-shot + linear-probe evaluation;
+#   1. encoder: scripts/pretrain_228.sh = the 228-room encoder (four warm-started pretraining stages, 4500 steps, of
+#      the `small` encoder over 108 -> 228 synthetic rooms with offline-teacher lifting, zero-shot + linear-probe evaluation;
+#      ~6 h on 2 cores). ENCODER=release runs benchmarks/pretrain_probe.py instead (60 rooms, 1500 steps, ~1 h: the
+#      encoder of releases D-H);
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
 #   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
-#   4. Q&A training, the release (H) in two runs: configs/qa_synth_situated.yaml (object tokens with class names,
-#      colour-word and relation tokens, pose-aware situated tokens, metric box sizes, the projector residual capped;
-#      projector + LoRA on SmolLM2-135M, 6 questions per multi-turn sequence) on the frozen encoder over a seeded
-#      QA_EXAMPLES=18000 of the ~40k training questions (417 steps), then
+#   4. Q&A training, the release (I) in two runs: configs/qa_synth_situated.yaml (object tokens with class names,
+#      colour, size-word and relation tokens, pose-aware situated tokens listed leftmost first for left/right
+#      questions, metric box sizes, the projector residual capped; projector + LoRA on SmolLM2-135M, 6 questions per
+#      multi-turn sequence) on the frozen encoder over a seeded QA_EXAMPLES=18000 of the ~40k training questions
+#      (417 steps), then
 #   4b. the same recipe started from step 4's weights (init_from) over the 22,298 questions step 4 did not see
 #      (exclude_seen_by) at stage-2 peak lr QA_CONTINUE_LR=2.5e-4 (half; written with a '.'), 505 steps; the release is
 #      exported from it. Two runs so that each fits a sitting; QA_CONTINUE_LR= (empty) skips 4b.
 #   5. benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
-# Earlier releases and runs (README, Scene Q&A): release D = QA_CONFIG=configs/qa_synth.yaml QA_EXAMPLES=50000
-# QA_CONTINUE_LR= (57.5 % EM@1); run G = step 4 alone (53.9 %); ENCODER=228 swaps step 1 for scripts/pretrain_228.sh
-# (the 228-room encoder: ~6 h on 2 cores instead of ~1 h), and ENCODER=228 QA_EXAMPLES=50000 QA_CONTINUE_LR= is
-# run F's recipe (70.9 % at step 709 of 883). QA_SET="key=value ..." adds config settings to both Q&A runs.
+# Earlier releases and runs (README, Scene Q&A): release H = ENCODER=release QA_SET="model.lateral_order=false
+# model.size_words=false" (61.8 % EM@1); release D = ENCODER=release QA_CONFIG=configs/qa_synth.yaml
+# QA_EXAMPLES=50000 QA_CONTINUE_LR= (57.5 %); run G = release H's step 4 alone (53.9 %); QA_EXAMPLES=50000
+# QA_CONTINUE_LR= QA_SET="model.lateral_order=false model.size_words=false" is run F's recipe (70.9 % at step 709
+# of 883). QA_SET="key=value ..." adds config settings to both Q&A runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,7 +31,7 @@ QA_SCENES=${QA_SCENES:-1000}
 QA_CONFIG=${QA_CONFIG:-configs/qa_synth_situated.yaml}
 QA_EXAMPLES=${QA_EXAMPLES:-18000}
 QA_CONTINUE_LR=${QA_CONTINUE_LR-2.5e-4}
-ENCODER=${ENCODER:-release}
+ENCODER=${ENCODER:-228}
 QA_SET=${QA_SET:-}   # more config settings for both Q&A runs, space-separated key=value (e.g. model.size_words=true)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"

@@ -24,7 +24,10 @@ def settings(call):
 
 def test_one_run_recipe_trains_one_qa_run_and_exports_it(tmp_path):
     """Release D's recipe: one Q&A run over all questions (QA_CONTINUE_LR empty skips step 4b)."""
-    calls = recipe_calls(tmp_path, QA_CONFIG="configs/qa_synth.yaml", QA_EXAMPLES="50000", QA_CONTINUE_LR="")
+    calls = recipe_calls(tmp_path, ENCODER="release", QA_CONFIG="configs/qa_synth.yaml", QA_EXAMPLES="50000",
+                         QA_CONTINUE_LR="")
+    pretrain = [c for c in calls if c[0] == "benchmarks/pretrain_probe.py"]
+    assert len(pretrain) == 1 and pretrain[0][pretrain[0].index("--work") + 1] == str(tmp_path / "work" / "pretrain")
     trains = [c for c in calls if c[0] == "chorus_qa/train_qa.py"]
     assert len(trains) == 1
     assert trains[0][trains[0].index("--config") + 1] == "configs/qa_synth.yaml"
@@ -34,9 +37,14 @@ def test_one_run_recipe_trains_one_qa_run_and_exports_it(tmp_path):
     assert exports and exports[0][exports[0].index("--run") + 1] == str(tmp_path / "work" / "qa")
 
 
-def test_default_recipe_is_release_h_a_warm_started_run_over_the_unseen_questions(tmp_path):
+def test_default_recipe_is_release_i_228_room_encoder_and_a_warm_started_run_over_the_unseen_questions(tmp_path):
     calls = recipe_calls(tmp_path)
     work = tmp_path / "work"
+    # the 228-room encoder's four pretraining stages, exported from the last
+    pretrain = [c for c in calls if c[0] == "benchmarks/pretrain_probe.py"]
+    assert len(pretrain) == 4
+    export = next(c for c in calls if c[:2] == ["scripts/export_demo.py", "encoder"])
+    assert export[export.index("--run") + 1] == str(work / "enc228" / "s4" / "pretrain")
     trains = [c for c in calls if c[0] == "chorus_qa/train_qa.py"]
     assert [c[c.index("--config") + 1] for c in trains] == ["configs/qa_synth_situated.yaml"] * 2
     first, rest = [settings(c) for c in trains]
@@ -62,7 +70,7 @@ def test_extra_settings_reach_both_qa_runs(tmp_path):
 
 
 def test_228_room_encoder_recipe_exports_and_scores_its_own_build(tmp_path):
-    calls = recipe_calls(tmp_path, ENCODER="228")
+    calls = recipe_calls(tmp_path)  # ENCODER=228 is the default
     work = tmp_path / "work"
     pretrain = [c for c in calls if c[0] == "benchmarks/pretrain_probe.py"]
     assert len(pretrain) == 4 and all(c[c.index("--data-dir") + 1] == str(work / "enc228" / "synth") for c in pretrain)

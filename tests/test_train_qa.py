@@ -66,14 +66,15 @@ def test_qa_synth_config_parses():
 
 
 def test_qa_synth_situated_config_caps_the_residual():
-    """Run F's recipe (the situated tokens with the residual cap; README) parses into a model config that accepts
-    the cap (it needs object names)."""
+    """Release I's recipe (the situated tokens with the residual cap, lateral order and size words; README) parses
+    into a model config that accepts them (the cap needs object names, lateral order anchor frames)."""
     from chorus_qa.qa_config import QAModelConfig
 
     cfg = load_config(str(ROOT / "configs" / "qa_synth_situated.yaml"))
     assert cfg.model["residual_cap"] == 0.5 and cfg.model["situated_tokens"] and cfg.model["anchor_frames"] == "spatial"
     model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": 64})  # the trainer reads it off the encoder
     assert model_cfg.residual_cap == 0.5 and model_cfg.object_names
+    assert model_cfg.lateral_order and model_cfg.size_words and model_cfg.metric_extents
 
 
 def test_evaluate_em_shuffled_scene_control():
