@@ -298,7 +298,9 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         embedding of each object token when ``config.object_names``. With ``config.color_tokens`` each object token is
         followed by its colour word's plain embedding: [B, 2K, H] as (object 1, colour 1, object 2, colour 2, ...).
         With ``config.relation_tokens`` each object's group ends with a relation token: the relation layers' change to
-        the object token, projected by ``relation_projector`` (zeros at initialisation and for empty slots)."""
+        the object token, projected by ``relation_projector`` (zeros at initialisation and for empty slots). Size and
+        count words (``chorus_qa.object_words``) follow the colour word, the size word before the object token with
+        ``config.size_first``."""
         parts = [self.scene_tokenizer.embed_pooled(p) for p in pooled]
         tokens = torch.stack([t for t, _ in parts])
         embeds = self.object_residual(tokens)
@@ -310,7 +312,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         if self.config.color_tokens:
             per_object.append(self._lookup(self.color_embeds, [p.color_ids for p in pooled], "color_tokens", "colour ids").to(embeds.dtype))
         if self.config.size_words:
-            per_object.append(self._lookup(self.size_embeds, [self.size_ids(p) for p in pooled], "size_words", "sizes").to(embeds.dtype))
+            sizes = self._lookup(self.size_embeds, [self.size_ids(p) for p in pooled], "size_words", "sizes").to(embeds.dtype)
+            per_object.insert(0 if self.config.size_first else len(per_object), sizes)
         if self.config.count_words:
             per_object.append(self._lookup(self.count_embeds, [count_ids(p) for p in pooled], "count_words", "counts").to(embeds.dtype))
         if self.relation_projector is not None:

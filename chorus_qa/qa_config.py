@@ -60,6 +60,9 @@ class QAModelConfig:
     size_words: bool = False             # "objects" pooling with object_names + metric_extents: after each object (and colour)
                                          # token, the word "small" or "large": its box volume against its class's median
                                          # in the training rooms (chorus_qa.object_words; size_reference)
+    size_first: bool = False             # size_words: the size word comes before the object token ("large chair red"),
+                                         # the way English puts the adjective; after the colour word release I's LLM
+                                         # did not read it (size 49 %, README)
     count_words: bool = False            # "objects" pooling with object_names: after that, the digit of how many tokens of
                                          # the scene share the object's class (chorus_qa.object_words)
     size_reference: dict | None = None   # size_words: class name -> median log box volume of its tokens in the training
@@ -122,6 +125,8 @@ class QAModelConfig:
         if self.size_words and not (self.object_names and self.metric_extents):
             raise ValueError("QAModelConfig.size_words compares each labelled object token's box size in metres with its "
                              "class's: it needs object_names: true and metric_extents: true ('objects' pooling)")
+        if self.size_first and not self.size_words:
+            raise ValueError("QAModelConfig.size_first places the size word of size_words: set size_words: true too")
         if self.count_words and not self.object_names:
             raise ValueError("QAModelConfig.count_words counts the object tokens of each class: it needs object_names: true")
         if self.color_names and self.color_tokens:

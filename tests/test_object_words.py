@@ -1,5 +1,6 @@
 """Size words (chorus_qa.object_words): "small" / "large" per object token against its class's median size."""
 
+import dataclasses
 import json
 import math
 
@@ -76,7 +77,7 @@ def test_config_needs_names_and_metric_extents_and_counts_a_placeholder_per_obje
     assert QAModelConfig.from_dict(json.loads(json.dumps({**cfg.to_dict(), "size_reference": {"lamp": -3.5}}))).size_reference == {"lamp": -3.5}
 
 
-def test_size_word_follows_the_colour_word_as_the_llms_own_word():
+def test_size_word_follows_the_colour_word_or_precedes_the_object_as_the_llms_own_word():
     from encoder.label_sets import get_label_set
 
     names = get_label_set("synth")
@@ -99,6 +100,15 @@ def test_size_word_follows_the_colour_word_as_the_llms_own_word():
     sizes = got[2::3].float()
     assert torch.allclose(sizes[0], word["large"], atol=1e-6) and torch.allclose(sizes[1], word["small"], atol=1e-6)
     assert not sizes[2].any()  # the empty slot
+
+    # size_first: the same words, the size word moved before its object token: groups of (size, object, colour)
+    model.config.size_first = True
+    with torch.no_grad():
+        first = model.pooled_embeddings([pooled])[0]
+    assert torch.equal(first[0::3], got[2::3]) and torch.equal(first[1::3], got[0::3]) and torch.equal(first[2::3], got[1::3])
+    model.config.size_first = False
+    with pytest.raises(ValueError, match="size_words: true"):
+        dataclasses.replace(cfg, size_words=False, size_first=True)
 
     from chorus_qa.session import inventory, scene_objects
 
@@ -140,8 +150,6 @@ def test_trainer_sets_the_reference_from_its_training_rooms_and_a_warm_start_kee
 
 
 def test_a_model_trained_without_size_words_warm_starts_one_that_reads_them(tmp_path):
-    import dataclasses
-
     from chorus_qa.train_state import warm_start
 
     cfg = QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", num_scene_tokens=3, token_dim=16, pooling="objects",
