@@ -40,7 +40,7 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, asks_lateral, egocentric, interleave, question_frame, resolve_pose,
+from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_lateral, egocentric, interleave, question_frame, resolve_pose,
                        sector_ids)
 
 log = logging.getLogger(__name__)
@@ -215,15 +215,20 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
                            **{k: None if v is None else v[a:b].to(device) for k, v in per_gaussian.items()})
                 for a, b in scene_slices(offset, len(means))]
 
-    def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float], lateral: bool = False) -> Tensor:
+    def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float], lateral: bool = False,
+                            first_sector: int | None = None) -> Tensor:
         """The situated tokens [n, H] of one scene seen from ``pose``, one per occupied slot, nearest to the asker first
-        (leftmost first with ``lateral``; two per slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
+        (leftmost first with ``lateral``; the slots in quarter ``first_sector`` of the view before the others, each
+        part nearest first, with ``first_sector``; two per slot, [2n, H], with ``situated_words``): see
+        ``chorus_qa.situated``."""
         valid = pooled_valid(pooled).to(self.device)
         offsets = egocentric(pooled.centres.to(self.device)[valid], pose)
         if lateral:  # "which is farther to the left, ...?" = the one listed first
             order = (-offsets[:, 1]).argsort(stable=True)
         else:  # nearest first: "what is on my left?" = first left one
             order = offsets[:, :2].norm(dim=1).argsort(stable=True)
+        if first_sector is not None:  # ... and with sector_order the first token at all
+            order = order[(sector_ids(offsets[order]) != first_sector).long().argsort(stable=True)]
         offsets = offsets[order]
         ego = self.situated(offsets)
         name = torch.zeros_like(ego)
@@ -264,7 +269,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
     def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
                               blind: bool = False) -> list[Tensor | None]:
         """The situated tokens of each question (None where ``situated_frames`` gives no frame); an anchor frame of a
-        question about left and right lists them leftmost first with ``lateral_order``."""
+        question about left and right lists them leftmost first with ``lateral_order``, and a posed question about one
+        quarter of the view ("what is on my left?") lists that quarter's first with ``sector_order``."""
         asked = self._asked(pooled, poses, questions, turns)
         if self.situated is None or blind:
             return [None] * len(asked)
@@ -272,7 +278,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         for b, pose, question in asked:
             frame = self._frame(pooled[b], pose, question)
             lateral = self.config.lateral_order and pose is None and frame is not None and asks_lateral(question)
-            tokens.append(None if frame is None else self.situated_embeddings(pooled[b], frame, lateral))
+            first = asked_sector(question) if self.config.sector_order and pose is not None and question else None
+            tokens.append(None if frame is None else self.situated_embeddings(pooled[b], frame, lateral, first))
         return tokens
 
     def situated_size(self, pooled: PooledScene) -> int:

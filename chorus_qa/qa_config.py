@@ -85,6 +85,9 @@ class QAModelConfig:
                                          # spatial word: closest, left, between, ...), "all" or "none" (chorus_qa.situated)
     lateral_order: bool = False          # an anchor frame whose question asks left or right lists its situated tokens
                                          # leftmost first (by their offset along the frame's left axis), not nearest first
+    sector_order: bool = False           # situated_tokens: a posed question about one quarter of the view ("what is on my
+                                         # left?", "how many chairs are on my right?") lists that quarter's situated
+                                         # tokens first, nearest first, so "the nearest one on my left" is the first token
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -117,6 +120,8 @@ class QAModelConfig:
         if self.anchor_frames != "none" and not (self.situated_tokens and self.object_names):
             raise ValueError("QAModelConfig.anchor_frames finds the named object among the labelled object tokens: it needs "
                              "situated_tokens: true and object_names: true ('objects' pooling)")
+        if self.sector_order and not self.situated_tokens:
+            raise ValueError("QAModelConfig.sector_order orders the situated tokens: set situated_tokens: true too")
         if self.lateral_order and self.anchor_frames == "none":
             raise ValueError("QAModelConfig.lateral_order orders the situated tokens of anchor frames: set anchor_frames too")
         if self.residual_cap is not None and not (self.residual_cap > 0 and self.object_names):

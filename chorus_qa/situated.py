@@ -163,6 +163,17 @@ def asks_lateral(question: str) -> bool:
     return re.search(r"\b(left|right)\b", question.lower()) is not None
 
 
+SIDE_PHRASES = (("in front of me", 0), ("my left", 1), ("behind me", 2), ("my right", 3))  # -> SECTOR_WORDS index
+
+
+def asked_sector(question: str) -> int | None:
+    """The one quarter of the asker's view a posed question asks about ("what is on my left?", "how many chairs are
+    on my right?"), as a ``SECTOR_WORDS`` index; None when it names none or several ("on my left or my right?")."""
+    text = question.lower()
+    named = {sector for phrase, sector in SIDE_PHRASES if re.search(rf"\b{phrase}\b", text)}
+    return named.pop() if len(named) == 1 else None
+
+
 def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence[str] = ()) -> tuple[int, int | None] | None:
     """(class index, colour index or None) of the object the question names first, or None.
 

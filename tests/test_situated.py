@@ -452,3 +452,54 @@ def test_lateral_order_lists_a_left_right_questions_anchor_frame_leftmost_first(
     with pytest.raises(ValueError, match="lateral_order"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       object_names=True, situated_tokens=True, lateral_order=True)
+
+
+def test_asked_sector_names_one_quarter_of_the_view():
+    from chorus_qa.situated import asked_sector
+
+    assert [asked_sector(q) for q in ("what is in front of me?", "what is on my left?", "what is behind me?",
+                                      "how many chairs are on my right?")] == [0, 1, 2, 3]
+    assert SECTOR_WORDS[asked_sector("What is on my LEFT?")] == "left"
+    # a question naming both sides, or none, gets no quarter
+    assert asked_sector("is the lamp on my left or my right?") is None
+    assert asked_sector("which way should i turn to face the lamp?") is None
+    assert asked_sector("what is to the left of the bed?") is None
+
+
+def test_sector_order_lists_the_asked_quarter_first_for_a_posed_question():
+    model = object_situated_model(situated_words=True, sector_order=True)
+    perturb(model.situated)
+    pooled = three_pooled_objects(model)
+    # independent reference: bearings of the three slots from a pose, counter-clockwise from its facing
+    centres = pooled.centres[:3, :2].double()
+    cases = 0
+    for yaw in torch.linspace(-math.pi, math.pi, 13).tolist():
+        pose = (float(centres[:, 0].mean()), float(centres[:, 1].mean()), yaw)
+        d = centres - torch.tensor(pose[:2], dtype=torch.float64)
+        ahead = d[:, 0] * math.cos(yaw) + d[:, 1] * math.sin(yaw)
+        left = -d[:, 0] * math.sin(yaw) + d[:, 1] * math.cos(yaw)
+        bearing = torch.rad2deg(torch.atan2(left, ahead)).tolist()
+        quarter = [int(((b + 45) % 360) // 90) for b in bearing]  # front, left, behind, right
+        dist = d.norm(dim=1).tolist()
+        by_dist = sorted(range(3), key=lambda i: dist[i])
+        with torch.no_grad():
+            near = model.situated_embeddings(pooled, pose).view(3, 2, -1)
+            for sector, question in enumerate(("what is in front of me?", "what is on my left?", "what is behind me?",
+                                               "how many chairs are on my right?")):
+                want = sorted(range(3), key=lambda i: (quarter[i] != sector, dist[i]))
+                got = model.situated_per_question([pooled], [pose], [question])[0].view(3, 2, -1)
+                assert torch.allclose(got, near[[by_dist.index(i) for i in want]], atol=1e-5), (yaw, sector)
+                cases += want != by_dist
+            # a question about both sides keeps the nearest-first order
+            both = model.situated_per_question([pooled], [pose], ["is the a on my left or my right?"])[0]
+            assert torch.equal(both.view(3, 2, -1), near)
+    assert cases >= 5  # the reordering was exercised
+    # without the option, a posed question keeps the nearest-first order
+    plain = object_situated_model(situated_words=True)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(plain.situated_per_question([pooled], [pose], ["what is on my left?"])[0].view(3, 2, -1),
+                           model.situated_embeddings(pooled, pose).view(3, 2, -1))
+    with pytest.raises(ValueError, match="sector_order"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, sector_order=True)
