@@ -40,8 +40,8 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_lateral, egocentric, interleave, question_frame, resolve_pose,
-                       sector_ids)
+from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_lateral, egocentric, interleave, question_frame,
+                       resolve_pose, sector_ids)
 
 log = logging.getLogger(__name__)
 
