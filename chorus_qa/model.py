@@ -34,14 +34,14 @@ from torch import Tensor, nn
 from data.atomic import atomic_directory
 
 from .decoding import GreedyDecoding, SceneContext  # noqa: F401 (SceneContext re-exported)
-from .object_words import COUNT_WORDS, SIZE_WORDS, count_ids, reference_table, size_ids
+from .object_words import COUNT_WORDS, METRIC_COLUMNS, SIZE_WORDS, count_ids, reference_table, size_ids
 from .projector import cap_norm, mlp2x_gelu
 from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (re-exported)
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_lateral, egocentric, interleave, question_frame,
-                       resolve_pose, sector_ids)
+from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_comparison, asks_lateral, egocentric, interleave,
+                       question_frame, resolve_pose, sector_ids)
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +216,18 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
                 for a, b in scene_slices(offset, len(means))]
 
     def situated_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float], lateral: bool = False,
-                            first_sector: int | None = None) -> Tensor:
+                            first_sector: int | None = None, magnitude: str | None = None) -> Tensor:
         """The situated tokens [n, H] of one scene seen from ``pose``, one per occupied slot, nearest to the asker first
-        (leftmost first with ``lateral``; the slots in quarter ``first_sector`` of the view before the others, each
-        part nearest first, with ``first_sector``; two per slot, [2n, H], with ``situated_words``): see
-        ``chorus_qa.situated``."""
+        (leftmost first with ``lateral``; largest box volume or highest box top first with ``magnitude`` "volume" /
+        "height"; the slots in quarter ``first_sector`` of the view before the others, each part nearest first, with
+        ``first_sector``; two per slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
         valid = pooled_valid(pooled).to(self.device)
         offsets = egocentric(pooled.centres.to(self.device)[valid], pose)
-        if lateral:  # "which is farther to the left, ...?" = the one listed first
+        if magnitude is not None:  # "which is bigger / taller, ...?" = the one listed first
+            size = pooled.geometry.to(self.device)[valid][:, -METRIC_COLUMNS:].float()  # log box size in metres (+1 cm)
+            top = pooled.centres.to(self.device)[valid][:, 2].float() + (size[:, 2].exp() - 0.01) / 2
+            order = (-(size.sum(1) if magnitude == "volume" else top)).argsort(stable=True)
+        elif lateral:  # "which is farther to the left, ...?" = the one listed first
             order = (-offsets[:, 1]).argsort(stable=True)
         else:  # nearest first: "what is on my left?" = first left one
             order = offsets[:, :2].norm(dim=1).argsort(stable=True)
@@ -269,8 +273,9 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
     def situated_per_question(self, pooled: Sequence[PooledScene], poses, questions=None, turns=None,
                               blind: bool = False) -> list[Tensor | None]:
         """The situated tokens of each question (None where ``situated_frames`` gives no frame); an anchor frame of a
-        question about left and right lists them leftmost first with ``lateral_order``, and a posed question about one
-        quarter of the view ("what is on my left?") lists that quarter's first with ``sector_order``."""
+        question about left and right lists them leftmost first with ``lateral_order``, one comparing sizes largest /
+        tallest first with ``comparison_order``, and a posed question about one quarter of the view ("what is on my
+        left?") lists that quarter's first with ``sector_order``."""
         asked = self._asked(pooled, poses, questions, turns)
         if self.situated is None or blind:
             return [None] * len(asked)
@@ -279,7 +284,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
             frame = self._frame(pooled[b], pose, question)
             lateral = self.config.lateral_order and pose is None and frame is not None and asks_lateral(question)
             first = asked_sector(question) if self.config.sector_order and pose is not None and question else None
-            tokens.append(None if frame is None else self.situated_embeddings(pooled[b], frame, lateral, first))
+            magnitude = asks_comparison(question) if self.config.comparison_order and pose is None and frame else None
+            tokens.append(None if frame is None else self.situated_embeddings(pooled[b], frame, lateral, first, magnitude))
         return tokens
 
     def situated_size(self, pooled: PooledScene) -> int:
@@ -292,7 +298,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
             return None
         if self._anchor_vocab is None:
             self._anchor_vocab = (self.config.class_names(), basic_color_names())
-        return question_frame(pooled, question, *self._anchor_vocab, mode=self.config.anchor_frames)
+        return question_frame(pooled, question, *self._anchor_vocab, mode=self.config.anchor_frames,
+                              comparisons=self.config.comparison_order)
 
     def object_residual(self, tokens: Tensor) -> Tensor:
         """The projector's output for scene tokens [..., D_tok] -> [..., H]: with ``object_names``, the residual added to

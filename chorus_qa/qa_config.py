@@ -85,6 +85,9 @@ class QAModelConfig:
                                          # spatial word: closest, left, between, ...), "all" or "none" (chorus_qa.situated)
     lateral_order: bool = False          # an anchor frame whose question asks left or right lists its situated tokens
                                          # leftmost first (by their offset along the frame's left axis), not nearest first
+    comparison_order: bool = False       # metric_extents + anchor_frames: a question comparing two objects' size ("which is
+                                         # bigger / taller, ...?") gets the anchor frame of the first and lists its
+                                         # situated tokens largest (box volume) / tallest (box top) first
     sector_order: bool = False           # situated_tokens: a posed question about one quarter of the view ("what is on my
                                          # left?", "how many chairs are on my right?") lists that quarter's situated
                                          # tokens first, nearest first, so "the nearest one on my left" is the first token
@@ -120,6 +123,9 @@ class QAModelConfig:
         if self.anchor_frames != "none" and not (self.situated_tokens and self.object_names):
             raise ValueError("QAModelConfig.anchor_frames finds the named object among the labelled object tokens: it needs "
                              "situated_tokens: true and object_names: true ('objects' pooling)")
+        if self.comparison_order and (self.anchor_frames == "none" or not self.metric_extents):
+            raise ValueError("QAModelConfig.comparison_order orders an anchor frame's situated tokens by their box sizes in "
+                             "metres: it needs anchor_frames and metric_extents: true")
         if self.sector_order and not self.situated_tokens:
             raise ValueError("QAModelConfig.sector_order orders the situated tokens: set situated_tokens: true too")
         if self.lateral_order and self.anchor_frames == "none":

@@ -163,6 +163,16 @@ def asks_lateral(question: str) -> bool:
     return re.search(r"\b(left|right)\b", question.lower()) is not None
 
 
+def asks_comparison(question: str) -> str | None:
+    """What a question compares two objects by ("which is bigger, the lamp or the bed?"): "volume" (bigger, larger,
+    smaller) or "height" (taller, shorter); None otherwise. With ``comparison_order`` its anchor frame lists the
+    situated tokens largest / tallest first, so "bigger" is "listed first"."""
+    text = question.lower()
+    if re.search(r"\b(bigger|larger|smaller)\b", text):
+        return "volume"
+    return "height" if re.search(r"\b(taller|shorter)\b", text) else None
+
+
 SIDE_PHRASES = (("in front of me", 0), ("my left", 1), ("behind me", 2), ("my right", 3))  # -> SECTOR_WORDS index
 
 
@@ -229,12 +239,14 @@ def anchor_pose(centres: Tensor, labels: Tensor, color_ids: Tensor | None, sizes
 
 
 def question_frame(pooled, question: str, class_names: Sequence[str], color_names: Sequence[str],
-                   mode: str = "all") -> tuple[float, float, float] | None:
+                   mode: str = "all", comparisons: bool = False) -> tuple[float, float, float] | None:
     """The ``anchor_frames`` pose of a question without one (None when ``mode`` is "none", or "spatial" and the
-    question has no spatial word, or it names no object class among the pooled scene's occupied object slots)."""
+    question has no spatial word, nor compares sizes with ``comparisons``, or it names no object class among the
+    pooled scene's occupied object slots)."""
     from .scene_tokens import pooled_valid
 
-    if mode == "none" or (mode == "spatial" and not is_spatial(question)):
+    framed = is_spatial(question) or (comparisons and asks_comparison(question) is not None)
+    if mode == "none" or (mode == "spatial" and not framed):
         return None
     found = find_anchor(question, class_names, color_names)
     if found is None:

@@ -503,3 +503,48 @@ def test_sector_order_lists_the_asked_quarter_first_for_a_posed_question():
     with pytest.raises(ValueError, match="sector_order"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       object_names=True, sector_order=True)
+
+
+def test_comparison_order_lists_a_size_questions_anchor_frame_largest_or_tallest_first():
+    from chorus_qa.scene_tokens import pool_scene
+    from chorus_qa.situated import asks_comparison
+    from encoder.label_sets import get_label_set
+    from tests.test_object_tokens import box
+
+    assert [asks_comparison(q) for q in ("which is bigger, the a or the b?", "which is taller, the a or the b?",
+                                         "is the lamp small or large?")] == ["volume", "height", None]
+    model = object_situated_model(situated_words=True, anchor_frames="spatial", metric_extents=True,
+                                  comparison_order=True)
+    perturb(model.situated)
+    # three labelled boxes: volume order (0, 2, 1), height order (1, 2, 0), both unlike the distance order
+    lows, highs = [[0, 0, 0], [3, 0, 0], [0, 3, 0]], [[1.5, 1.5, 0.4], [3.3, 0.3, 1.8], [0.8, 3.8, 1.0]]
+    means = torch.cat([box(200, lo, hi, i) for i, (lo, hi) in enumerate(zip(lows, highs))])
+    segments = torch.arange(3).repeat_interleave(200)
+    names = get_label_set("synth")
+    labels = torch.tensor([5, 9, 12]).repeat_interleave(200)
+    pooled = pool_scene(torch.randn(600, 6, generator=torch.Generator().manual_seed(0)), means,
+                        model.scene_tokenizer.config, segments=segments, colors=torch.rand(600, 3), labels=labels)
+    slot = {int(pooled.labels[k]): k for k in range(3)}  # slots are ordered by size; map them back to the boxes
+    boxes = [slot[c] for c in (5, 9, 12)]
+    # independent reference from the raw points: box volume and box top of each object
+    ext = [(means[i * 200:(i + 1) * 200].max(0).values - means[i * 200:(i + 1) * 200].min(0).values) for i in range(3)]
+    volume = [float((e + 0.01).prod()) for e in ext]
+    top = [float(means[i * 200:(i + 1) * 200, 2].max()) for i in range(3)]
+    for word, key in (("bigger", volume), ("taller", top)):
+        question = f"which is {word}, the {names[5]} or the {names[9]}?"
+        pose = model.anchor_pose(pooled, question)
+        assert pose is not None  # a comparison gets the frame of the object it names first
+        with torch.no_grad():
+            near = model.situated_embeddings(pooled, pose).view(3, 2, -1)
+            got = model.situated_per_question([pooled], [None], [question])[0].view(3, 2, -1)
+        dist = egocentric(pooled.centres[:3], pose)[:, :2].norm(dim=1).tolist()
+        by_dist = sorted(range(3), key=lambda k: dist[k])
+        want = [boxes[i] for i in sorted(range(3), key=lambda i: -key[i])]
+        assert want != by_dist
+        assert torch.allclose(got, near[[by_dist.index(k) for k in want]], atol=1e-5), word
+    # without the option a comparison question gets no frame ("spatial" frames only)
+    plain = object_situated_model(situated_words=True, anchor_frames="spatial", metric_extents=True)
+    assert plain.anchor_pose(pooled, f"which is bigger, the {names[5]} or the {names[9]}?") is None
+    with pytest.raises(ValueError, match="comparison_order"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, situated_tokens=True, anchor_frames="spatial", comparison_order=True)
