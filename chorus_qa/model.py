@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from data.atomic import atomic_directory
 
 from .decoding import GreedyDecoding, SceneContext  # noqa: F401 (SceneContext re-exported)
-from .object_words import COUNT_WORDS, METRIC_COLUMNS, SIZE_WORDS, count_ids, reference_table, size_ids
+from .object_words import COUNT_WORDS, METRIC_COLUMNS, SIZE_WORDS, count_ids, log_volumes, reference_table, size_ids
 from .projector import cap_norm, mlp2x_gelu
 from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (re-exported)
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
@@ -223,10 +223,11 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         ``first_sector``; two per slot, [2n, H], with ``situated_words``): see ``chorus_qa.situated``."""
         valid = pooled_valid(pooled).to(self.device)
         offsets = egocentric(pooled.centres.to(self.device)[valid], pose)
-        if magnitude is not None:  # "which is bigger / taller, ...?" = the one listed first
-            size = pooled.geometry.to(self.device)[valid][:, -METRIC_COLUMNS:].float()  # log box size in metres (+1 cm)
-            top = pooled.centres.to(self.device)[valid][:, 2].float() + (size[:, 2].exp() - 0.01) / 2
-            order = (-(size.sum(1) if magnitude == "volume" else top)).argsort(stable=True)
+        if magnitude == "volume":  # "which is bigger, ...?" = the one listed first
+            order = (-log_volumes(pooled).to(self.device)[valid]).argsort(stable=True)
+        elif magnitude == "height":  # "which is taller, ...?": highest box top (the metric height column is log(h + 1 cm))
+            height = pooled.geometry.to(self.device)[valid][:, -METRIC_COLUMNS + 2].float().exp() - 0.01
+            order = (-(pooled.centres.to(self.device)[valid][:, 2].float() + height / 2)).argsort(stable=True)
         elif lateral:  # "which is farther to the left, ...?" = the one listed first
             order = (-offsets[:, 1]).argsort(stable=True)
         else:  # nearest first: "what is on my left?" = first left one
@@ -282,10 +283,14 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         tokens = []
         for b, pose, question in asked:
             frame = self._frame(pooled[b], pose, question)
-            lateral = self.config.lateral_order and pose is None and frame is not None and asks_lateral(question)
-            first = asked_sector(question) if self.config.sector_order and pose is not None and question else None
-            magnitude = asks_comparison(question) if self.config.comparison_order and pose is None and frame else None
-            tokens.append(None if frame is None else self.situated_embeddings(pooled[b], frame, lateral, first, magnitude))
+            if frame is None:
+                tokens.append(None)
+                continue
+            anchored = pose is None  # an anchor frame, found from the question's text
+            lateral = self.config.lateral_order and anchored and asks_lateral(question)
+            magnitude = asks_comparison(question) if self.config.comparison_order and anchored else None
+            first = asked_sector(question) if self.config.sector_order and not anchored and question else None
+            tokens.append(self.situated_embeddings(pooled[b], frame, lateral, first, magnitude))
         return tokens
 
     def situated_size(self, pooled: PooledScene) -> int:

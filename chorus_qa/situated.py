@@ -173,14 +173,14 @@ def asks_comparison(question: str) -> str | None:
     return "height" if re.search(r"\b(taller|shorter)\b", text) else None
 
 
-SIDE_PHRASES = (("in front of me", 0), ("my left", 1), ("behind me", 2), ("my right", 3))  # -> SECTOR_WORDS index
+SIDE_PHRASES = (("in front of me", "front"), ("my left", "left"), ("behind me", "behind"), ("my right", "right"))
 
 
 def asked_sector(question: str) -> int | None:
     """The one quarter of the asker's view a posed question asks about ("what is on my left?", "how many chairs are
     on my right?"), as a ``SECTOR_WORDS`` index; None when it names none or several ("on my left or my right?")."""
     text = question.lower()
-    named = {sector for phrase, sector in SIDE_PHRASES if re.search(rf"\b{phrase}\b", text)}
+    named = {SECTOR_WORDS.index(word) for phrase, word in SIDE_PHRASES if re.search(rf"\b{phrase}\b", text)}
     return named.pop() if len(named) == 1 else None
 
 
@@ -245,8 +245,9 @@ def question_frame(pooled, question: str, class_names: Sequence[str], color_name
     pooled scene's occupied object slots)."""
     from .scene_tokens import pooled_valid
 
-    framed = is_spatial(question) or (comparisons and asks_comparison(question) is not None)
-    if mode == "none" or (mode == "spatial" and not framed):
+    if mode == "none":
+        return None
+    if mode == "spatial" and not (is_spatial(question) or (comparisons and asks_comparison(question) is not None)):
         return None
     found = find_anchor(question, class_names, color_names)
     if found is None:

@@ -4,7 +4,7 @@
 #
 #   1. encoder: scripts/pretrain_228.sh = the 228-room encoder (four warm-started pretraining stages, 4500 steps, of
 #      the `small` encoder over 108 -> 228 synthetic rooms with offline-teacher lifting, zero-shot + linear-probe evaluation;
-#      ~6 h on 2 cores). ENCODER=release runs benchmarks/pretrain_probe.py instead (60 rooms, 1500 steps, ~1 h: the
+#      ~5 h on 2 cores). ENCODER=release runs benchmarks/pretrain_probe.py instead (60 rooms, 1500 steps, ~1 h: the
 #      encoder of releases D-H);
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
 #   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
