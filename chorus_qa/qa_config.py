@@ -73,6 +73,8 @@ class QAModelConfig:
                                          # each object (and colour) token instead of changing the object token
     metric_extents: bool = False         # "objects" pooling: object tokens also carry their box size in metres (positions are
                                          # normalised per room, so without it "small or large?" has no absolute size)
+    texture_stats: bool = False          # "objects" pooling: object tokens also carry how their Gaussians' luminance varies
+                                         # (scene_tokens.group_texture: grain, speckle, highlights), which tells material
     residual_cap: float | None = None    # object_names: bound each object token's projector residual to this many times the
                                          # mean norm of the class-name words, so the residual cannot drown the name (the
                                          # situated run on the 228-room encoder grew it to 4.8x and lost room type; README)
@@ -110,8 +112,9 @@ class QAModelConfig:
         self.scene_tokenizer_config()  # validates the token settings
         if self.pooling == "objects":
             self.segment_config()
-        elif self.segments is not None or self.object_names or self.color_words or self.relation_tokens or self.metric_extents:
-            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens / relation_tokens / metric_extents are set but pooling is {self.pooling!r}; "
+        elif (self.segments is not None or self.object_names or self.color_words or self.relation_tokens or self.metric_extents
+              or self.texture_stats):
+            raise ValueError(f"QAModelConfig.segments / object_names / color_names / color_tokens / relation_tokens / metric_extents / texture_stats are set but pooling is {self.pooling!r}; "
                              "they are for 'objects' pooling")
         if self.situated_tokens and self.pooling not in ("cell", "objects"):
             raise ValueError(f"QAModelConfig.situated_tokens needs pooled object or cell centres: pooling 'objects' or "
@@ -171,7 +174,8 @@ class QAModelConfig:
         return SceneTokenizerConfig(in_dim=self.feature_dim, num_tokens=self.num_scene_tokens, token_dim=self.token_dim,
                                     pooling=self.pooling, num_neighbors=self.num_neighbors,
                                     relation_layers=self.relation_layers, relation_tokens=self.relation_tokens,
-                                    metric_extents=self.metric_extents, max_points=max(self.max_points, self.num_scene_tokens))
+                                    metric_extents=self.metric_extents, texture_stats=self.texture_stats,
+                                    max_points=max(self.max_points, self.num_scene_tokens))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -121,13 +121,18 @@ def token_summary(qa_cfg: dict) -> str:
             how += f" (segments of at least {segs['min_points']} Gaussians)"
         names = " plus the LLM's own embedding of the segment's class name" if qa_cfg.get("object_names") else ""
         follow = ["a token that is the word embedding of its basic colour term"] if qa_cfg.get("color_tokens") else []
-        if qa_cfg.get("size_words"):
+        lead = ""
+        if qa_cfg.get("size_words") and qa_cfg.get("size_first"):
+            lead = ", each after a size word (small / large against its class's median box volume)"
+        elif qa_cfg.get("size_words"):
             follow.append("a size word (small / large against its class's median box volume)")
         if qa_cfg.get("relation_tokens"):
             follow.append(f"a relation token ({qa_cfg.get('relation_layers')} spatial relation layers over the objects, "
                           "their own projector)")
         colours = f", each followed by {' and '.join(follow)}" if follow else ""
         extents = "; box sizes in metres" if qa_cfg.get("metric_extents") else ""
+        if qa_cfg.get("texture_stats"):
+            extents += "; how each object's colour varies (luminance statistics: grain, speckle, highlights)"
         if qa_cfg.get("residual_cap"):
             extents += (f"; each object token's projector residual at most {qa_cfg['residual_cap']}x the mean "
                         "class-name word norm")
@@ -136,8 +141,10 @@ def token_summary(qa_cfg: dict) -> str:
             frames = {"spatial": " or at the first object a spatial question names", "all": " or at the first object a question names"}
             situated = (f"; per question, the objects again as seen from the asker's pose{frames.get(qa_cfg.get('anchor_frames'), '')}"
                         + (" (class word + quarter word: front/left/behind/right)" if qa_cfg.get("situated_words") else "")
-                        + (", leftmost first when the question asks left or right" if qa_cfg.get("lateral_order") else ""))
-        return f"up to {k} object tokens, one per segment: {how}{names}{colours}{extents}{situated}"
+                        + (", leftmost first when the question asks left or right" if qa_cfg.get("lateral_order") else "")
+                        + (", the asked quarter's first when a posed question names one" if qa_cfg.get("sector_order") else "")
+                        + (", largest or tallest first when a question compares sizes" if qa_cfg.get("comparison_order") else ""))
+        return f"up to {k} object tokens, one per segment: {how}{names}{lead}{colours}{extents}{situated}"
     return f"{k} {pooling}-pooled tokens"
 
 

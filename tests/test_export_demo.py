@@ -78,6 +78,15 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     text = (out / "README.md").read_text()
     assert "lifted onto 60 synthetic rooms" in text and "warm start" not in text and "asker's pose" not in text
     assert "residual" not in text and "size word" not in text and "continued from" not in text
+    # the orders and inputs of later recipes are named; the size word leads its object with size_first
+    (out / "config.json").write_text(json.dumps({**qa_cfg, "size_first": True, "sector_order": True,
+                                                 "comparison_order": True, "texture_stats": True}))
+    export_demo.card(out, bench, pre, seconds=60)
+    text = (out / "README.md").read_text()
+    assert "segment's class name, each after a size word (small / large" in text
+    assert "colour term and a size word" not in text and "followed by a token that is the word embedding" in text
+    assert "the asked quarter's first when a posed question names one" in text
+    assert "largest or tallest first when a question compares sizes" in text and "how each object's colour varies" in text
 
 
 def test_card_counts_the_steps_of_a_continued_qa_run(tmp_path):

@@ -467,3 +467,46 @@ def test_metric_extents_give_the_box_size_in_metres_whatever_the_room_size():
         SceneTokenizerConfig(in_dim=FEAT, pooling="cell", metric_extents=True)
     with pytest.raises(ValueError, match="metric_extents"):
         QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="cell", metric_extents=True)
+
+
+def texture_reference(colors):
+    """group_texture of one group, written out with numpy from the definitions (relative luminance moments)."""
+    import numpy as np
+
+    lum = colors.double().numpy().mean(1)
+    rel = lum / lum.mean() - 1
+    sd = np.sqrt((rel ** 2).mean())
+    return [np.log(sd + 1e-3), (rel ** 3).mean() / sd ** 3, np.log((rel ** 4).mean() / sd ** 4 + 1e-3),
+            np.log(colors.double().numpy().std(0).mean() / lum.mean() + 1e-3),
+            np.log(rel.max() + 1e-3), np.log(-rel.min() + 1e-3)]
+
+
+def test_texture_stats_match_a_reference_ignore_brightness_and_sit_before_the_metric_columns():
+    f, means, s, _ = three_objects()
+    gen = torch.Generator().manual_seed(3)
+    base = torch.tensor([[0.6, 0.3, 0.2]]).repeat(len(means), 1)
+    # segment 5 grained (a sine along x, like wood), segment 2 speckled with rare highlights, segment 9 nearly flat
+    grain = 1 + 0.12 * torch.sin(23 * means[:, 0:1])
+    speckle = 1 + 0.04 * torch.randn(len(means), 1, generator=gen) + 0.3 * (torch.rand(len(means), 1, generator=gen) > 0.95)
+    flat = 1 + 0.005 * torch.randn(len(means), 1, generator=gen)
+    c = torch.where((s == 5)[:, None], base * grain, torch.where((s == 2)[:, None], base * speckle, base * flat)).clamp(0, 1)
+    cfg = objects_cfg(metric_extents=True, texture_stats=True)
+    assert cfg.geometry_dim == 10 + 6 + 3
+    p = pool_scene(f, means, cfg, segments=s, colors=c)
+    metric = pool_scene(f, means, objects_cfg(metric_extents=True), segments=s, colors=c)
+    assert torch.equal(p.geometry[:, :10], metric.geometry[:, :10]) and torch.equal(p.geometry[:, 16:], metric.geometry[:, 10:])
+    for slot, seg in enumerate((5, 2, 9)):  # largest segment first
+        assert torch.allclose(p.geometry[slot, 10:16].double(), torch.tensor(texture_reference(c[s == seg])), atol=1e-3)
+    assert not p.geometry[3].any()  # the empty slot stays all zeros
+    tex = p.geometry[:3, 10:16]
+    assert tex[2, 0] < tex[0, 0] - 2 and tex[2, 0] < tex[1, 0] - 2  # the flat object varies ~10x less
+    assert tex[1, 1] > 1 and tex[1, 4] > tex[0, 4]  # the highlights skew the speckled one bright
+    # the same textures under half the light (or in a darker paint) read the same
+    dim = pool_scene(f, means, cfg, segments=s, colors=c * 0.5)
+    assert torch.allclose(dim.geometry[:3, 10:16], tex, atol=1e-4)
+    tokens, _ = SceneTokenizer(cfg).embed_pooled(p)
+    assert tokens.shape == (cfg.num_tokens, cfg.token_dim)
+    with pytest.raises(ValueError, match="texture_stats"):
+        SceneTokenizerConfig(in_dim=FEAT, pooling="cell", texture_stats=True)
+    with pytest.raises(ValueError, match="texture_stats"):
+        QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="cell", texture_stats=True)
