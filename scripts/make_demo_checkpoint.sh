@@ -21,7 +21,8 @@
 # model.size_words=false" (61.8 % EM@1); release D = ENCODER=release QA_CONFIG=configs/qa_synth.yaml
 # QA_EXAMPLES=50000 QA_CONTINUE_LR= (57.5 %); run G = release H's step 4 alone (53.9 %); QA_EXAMPLES=50000
 # QA_CONTINUE_LR= QA_SET="model.lateral_order=false model.size_words=false" is run F's recipe (70.9 % at step 709
-# of 883). QA_SET="key=value ..." adds config settings to both Q&A runs.
+# of 883). QA_SET="key=value ..." adds config settings to both Q&A runs, QA_CONTINUE_SET to step 4b only (options
+# in chorus_qa.train_state.WARM_START_FREE, e.g. model.comparison_order=true, can be switched on there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -33,6 +34,7 @@ QA_EXAMPLES=${QA_EXAMPLES:-18000}
 QA_CONTINUE_LR=${QA_CONTINUE_LR-2.5e-4}
 ENCODER=${ENCODER:-228}
 QA_SET=${QA_SET:-}   # more config settings for both Q&A runs, space-separated key=value (e.g. model.size_words=true)
+QA_CONTINUE_SET=${QA_CONTINUE_SET:-}   # ... and for step 4b only
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)
@@ -66,7 +68,10 @@ for kv in $QA_SET; do qa_set+=(--set "$kv"); done
 QA_RUN="$WORK/qa"
 if [ -n "$QA_CONTINUE_LR" ]; then
   stamp "4b/5 Q&A training continued over the questions step 4 did not see (peak lr $QA_CONTINUE_LR)"
-  "$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" ${qa_set[@]+"${qa_set[@]}"} --set max_train_examples=null \
+  rest_set=()
+  for kv in $QA_CONTINUE_SET; do rest_set+=(--set "$kv"); done
+  "$PY" chorus_qa/train_qa.py --config "$QA_CONFIG" ${qa_set[@]+"${qa_set[@]}"} ${rest_set[@]+"${rest_set[@]}"} \
+    --set max_train_examples=null \
     --set init_from="$WORK/qa/last" \
     --set exclude_seen_by="$WORK/qa" --set stage2.lr="$QA_CONTINUE_LR" \
     --set data_dir="$WORK/qa_data" --set encoder="$OUT/encoder" --set out_dir="$WORK/qa_rest"

@@ -64,6 +64,14 @@ def test_extra_settings_reach_both_qa_runs(tmp_path):
     assert len(trains) == 2
     for call in trains:
         assert settings(call)["model.size_words"] == "true" and settings(call)["seed"] == "3"
+    # QA_CONTINUE_SET reaches the continuation only, after QA_SET
+    (tmp_path / "cont").mkdir()
+    first, rest = [c for c in recipe_calls(tmp_path / "cont", QA_SET="model.size_first=true",
+                                           QA_CONTINUE_SET="model.comparison_order=true")
+                   if c[0] == "chorus_qa/train_qa.py"]
+    assert settings(first)["model.size_first"] == "true" and "model.comparison_order" not in settings(first)
+    assert settings(rest)["model.size_first"] == "true" and settings(rest)["model.comparison_order"] == "true"
+    assert settings(rest)["init_from"].endswith("qa/last")
     (tmp_path / "plain").mkdir()
     plain = [c for c in recipe_calls(tmp_path / "plain") if c[0] == "chorus_qa/train_qa.py"]
     assert len(plain) == 2 and not any("model.size_words" in settings(c) for c in plain)
