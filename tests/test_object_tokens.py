@@ -461,12 +461,17 @@ def test_metric_extents_give_the_box_size_in_metres_whatever_the_room_size():
                        colors=torch.cat([c, c[:1]]))
     assert not torch.allclose(grown.geometry[:3, :3], metric.geometry[:3, :3])
     assert torch.allclose(grown.geometry[:3, 10:], metric.geometry[:3, 10:], atol=1e-5)
-    tokens, _ = SceneTokenizer(cfg).embed_pooled(metric)
+    embeds_and_is_objects_only(cfg, metric, "metric_extents")
+
+
+def embeds_and_is_objects_only(cfg, pooled, option):
+    """The tokenizer embeds ``pooled`` (its geometry width is ``cfg``'s), and ``option`` is refused with cell pooling."""
+    tokens, _ = SceneTokenizer(cfg).embed_pooled(pooled)
     assert tokens.shape == (cfg.num_tokens, cfg.token_dim)
-    with pytest.raises(ValueError, match="metric_extents"):
-        SceneTokenizerConfig(in_dim=FEAT, pooling="cell", metric_extents=True)
-    with pytest.raises(ValueError, match="metric_extents"):
-        QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="cell", metric_extents=True)
+    with pytest.raises(ValueError, match=option):
+        SceneTokenizerConfig(in_dim=FEAT, pooling="cell", **{option: True})
+    with pytest.raises(ValueError, match=option):
+        QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="cell", **{option: True})
 
 
 def texture_reference(colors):
@@ -504,9 +509,4 @@ def test_texture_stats_match_a_reference_ignore_brightness_and_sit_before_the_me
     # the same textures under half the light (or in a darker paint) read the same
     dim = pool_scene(f, means, cfg, segments=s, colors=c * 0.5)
     assert torch.allclose(dim.geometry[:3, 10:16], tex, atol=1e-4)
-    tokens, _ = SceneTokenizer(cfg).embed_pooled(p)
-    assert tokens.shape == (cfg.num_tokens, cfg.token_dim)
-    with pytest.raises(ValueError, match="texture_stats"):
-        SceneTokenizerConfig(in_dim=FEAT, pooling="cell", texture_stats=True)
-    with pytest.raises(ValueError, match="texture_stats"):
-        QAModelConfig(feature_dim=FEAT, llm="tiny-random-llama", pooling="cell", texture_stats=True)
+    embeds_and_is_objects_only(cfg, p, "texture_stats")
