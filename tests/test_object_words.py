@@ -129,10 +129,10 @@ def test_trainer_sets_the_reference_from_its_training_rooms_and_a_warm_start_kee
     d = {"data_dir": str(world), "out_dir": str(tmp_path / "run"), "encoder": "raw", "feature_cache": str(tmp_path / "cache"),
          "model": {"llm": "tiny-random-llama", "num_scene_tokens": 8, "token_dim": 32, "max_points": 512,
                    "pooling": "objects", "segments": {"source": "gt"}, "object_names": True, "metric_extents": True,
-                   "size_words": True, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+                   "size_words": True, "texture_stats": True, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
          "stage1": {"epochs": 0, "lr": 1e-3}, "stage2": {"epochs": 1, "lr": 1e-3},
          "batch_size": 8, "max_train_examples": 8, "max_val_examples": 4, "threads": 1}
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(d))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(d))  # with texture_stats: the trainer path end to end
     assert main(["--config", str(tmp_path / "run.yaml"), "--no-progress"]) == 0
     saved = json.loads((tmp_path / "run" / "last" / "config.json").read_text())["size_reference"]
     model = ChorusQAModel.from_pretrained(tmp_path / "run" / "last")
@@ -141,6 +141,8 @@ def test_trainer_sets_the_reference_from_its_training_rooms_and_a_warm_start_kee
     assert isinstance(store, PooledSceneStore)
     rooms = sorted({e.scene_id for e in train_examples(cfg)})
     assert saved == size_reference([store.get(s, 0) for s in rooms], model.config.class_names()) and saved
+    pooled = store.get(rooms[0], 0)
+    assert model.config.texture_stats and pooled.geometry.shape[1] == 10 + 6 + 3 and "_texture" in str(store.cache.path(rooms[0]))
     assert model.config.size_reference == saved
     # a continued run reads the words of the run it starts from, whatever rooms it trains on
     (tmp_path / "ckpt").mkdir()
