@@ -204,17 +204,17 @@ def group_texture(colors: Tensor, assign: Tensor, count: Tensor) -> Tensor:
     where the class alone tells 44 % (``benchmarks/material_texture.py``).
     """
     k = count.shape[0]
-    lum = colors.float().mean(1)
+    colors = colors.float()
     denom = count.clamp_min(1)
-    mean = torch.zeros(k, device=colors.device).index_add_(0, assign, lum) / denom
-    rel = lum / mean.clamp_min(1e-3)[assign] - 1
+    chan_mean = torch.zeros(k, 3, device=colors.device).index_add_(0, assign, colors) / denom[:, None]
+    mean = chan_mean.mean(1)  # the mean luminance is the mean of the channel means
+    rel = colors.mean(1) / mean.clamp_min(1e-3)[assign] - 1
     moment = [torch.zeros(k, device=colors.device).index_add_(0, assign, rel.pow(p)) / denom for p in (2, 3, 4)]
     sd = moment[0].clamp_min(0).sqrt()
     unit = sd.clamp_min(1e-4)  # a flat colour (sd 0) has skewness and kurtosis 0
     skew = (moment[1] / unit.pow(3)).clamp(-10, 10)
     kurt = moment[2] / unit.pow(4)
-    chan_mean, _ = group_mean_std(colors.float(), assign, count)
-    centred = (colors.float() - chan_mean[assign]).square()  # centred first: E[x^2] - E[x]^2 loses a faint texture
+    centred = (colors - chan_mean[assign]).square()  # centred first: E[x^2] - E[x]^2 loses a faint texture
     chan_sd = (torch.zeros_like(chan_mean).index_add_(0, assign, centred) / denom[:, None]).sqrt()
     hi = torch.zeros(k, device=colors.device).scatter_reduce(0, assign, rel, "amax", include_self=False)
     lo = torch.zeros(k, device=colors.device).scatter_reduce(0, assign, rel, "amin", include_self=False)
