@@ -1,15 +1,17 @@
 """How well an object's colour *name* can be read off its Gaussians (the rule behind ``color_names: true``).
 
-    python benchmarks/color_names.py [--rooms 60] [--out benchmarks/results/color_names.json]
+    python benchmarks/color_names.py [--rooms 60] [--shading 0.6 0.45 ...] [--out benchmarks/results/color_names.json]
 
 On generated rooms (seeds 5000.., density 0.3, the Q&A recipe's density) each ground-truth object's Gaussians
-are named by three rules and compared with the colour word its generator painted it with (the answer of the
+are named by several rules and compared with the colour word its generator painted it with (the answer of the
 synthetic "what color is the X?" questions):
 
 - ``vote_lab``: every Gaussian takes its nearest basic colour term in CIELAB, the object the majority
   (``chorus_qa.scene_tokens.basic_color_ids`` + ``group_majority``: what the Q&A tokens use);
 - ``mean_lab``: the object's mean colour, nearest term in CIELAB;
-- ``mean_rgb``: the mean colour, nearest term in sRGB.
+- ``mean_rgb``: the mean colour, nearest term in sRGB;
+- ``vote_lab_shading<s>``: ``vote_lab`` where each Gaussian's term may be matched dimmed down to ``s`` of its light
+  (``basic_color_ids(colors, s)``; ``color_shading: s`` in a Q&A config), one per ``--shading`` floor.
 
 Per rule: accuracy over all objects, over non-structural objects (no walls / floor), and the most common confusions.
 """
@@ -32,8 +34,8 @@ from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, group_maj
 from data.synth import COLORS, generate_room  # noqa: E402
 
 
-def name_objects(colors: torch.Tensor, instance: torch.Tensor) -> dict[str, dict[int, int]]:
-    """Colour-term id per instance id (>= 0) under each rule."""
+def name_objects(colors: torch.Tensor, instance: torch.Tensor, shadings=()) -> dict[str, dict[int, int]]:
+    """Colour-term id per instance id (>= 0) under each rule (plus ``vote_lab_shading<s>`` per shading floor)."""
     names = basic_color_names()
     protos = torch.tensor([COLORS[n] for n in names], dtype=torch.float32) / 255
     ids, assign = torch.unique(instance[instance >= 0], return_inverse=True)
@@ -43,6 +45,8 @@ def name_objects(colors: torch.Tensor, instance: torch.Tensor) -> dict[str, dict
     rules = {"vote_lab": group_majority(basic_color_ids(cols), assign, k),
              "mean_lab": basic_color_ids(mean),
              "mean_rgb": torch.cdist(mean, protos).argmin(1)}
+    for shading in shadings:
+        rules[f"vote_lab_shading{shading:g}"] = group_majority(basic_color_ids(cols, shading), assign, k)
     return {rule: {int(i): int(v) for i, v in zip(ids, got)} for rule, got in rules.items()}
 
 
@@ -50,16 +54,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rooms", type=int, default=60)
     ap.add_argument("--seed", type=int, default=5000)
+    ap.add_argument("--shading", type=float, nargs="*", default=[0.6, 0.45, 0.35, 0.25, 0.15],
+                    help="shading floors of basic_color_ids to score as vote_lab_shading<s> (color_shading)")
     ap.add_argument("--out", default="benchmarks/results/color_names.json")
     args = ap.parse_args(argv)
     if args.rooms < 1:
         ap.error("--rooms must be >= 1")
     names = basic_color_names()
-    hits = {r: Counter() for r in ("vote_lab", "mean_lab", "mean_rgb")}
+    if any(not 0 < s <= 1 for s in args.shading):
+        ap.error("--shading floors must be in (0, 1]")
+    hits = {r: Counter() for r in ("vote_lab", "mean_lab", "mean_rgb", *(f"vote_lab_shading{s:g}" for s in args.shading))}
     confusions = {r: Counter() for r in hits}
     for seed in tqdm(range(args.seed, args.seed + args.rooms), desc="rooms", unit="room"):
         scene, meta = generate_room(seed, density=0.3)
-        got = name_objects(scene.colors, scene.instance)
+        got = name_objects(scene.colors, scene.instance, args.shading)
         for obj in meta["objects"]:
             if obj["id"] not in got["vote_lab"]:
                 continue
@@ -70,7 +78,8 @@ def main(argv=None) -> int:
                 hits[rule][group, ok] += 1
                 if not ok:
                     confusions[rule][f"{obj['color']} -> {name}"] += 1
-    result = {"rooms": args.rooms, "seeds": [args.seed, args.seed + args.rooms - 1], "density": 0.3, "rules": {}}
+    result = {"rooms": args.rooms, "seeds": [args.seed, args.seed + args.rooms - 1], "density": 0.3,
+              "shading": args.shading, "rules": {}}
     for rule, h in hits.items():
         n_obj = h["objects", True] + h["objects", False]
         n_all = n_obj + h["structure", True] + h["structure", False]
@@ -80,7 +89,7 @@ def main(argv=None) -> int:
             "top_confusions": dict(confusions[rule].most_common(6))}
     write_json(Path(args.out), result)
     for rule, r in result["rules"].items():
-        print(f"{rule:9s} all {100 * r['accuracy_all']:.1f} % of {r['n_all']}, "
+        print(f"{rule:20s} all {100 * r['accuracy_all']:.1f} % of {r['n_all']}, "
               f"objects {100 * r['accuracy_objects']:.1f} % of {r['n_objects']}; {r['top_confusions']}")
     return 0
 

@@ -75,6 +75,9 @@ class QAModelConfig:
                                          # normalised per room, so without it "small or large?" has no absolute size)
     texture_stats: bool = False          # "objects" pooling: object tokens also carry how their Gaussians' luminance varies
                                          # (scene_tokens.group_texture: grain, speckle, highlights), which tells material
+    color_shading: float = 1.0           # "objects" pooling: each Gaussian's colour word allows for shading down to this
+                                         # factor of linear RGB (scene_tokens.basic_color_ids), so a white object's shaded
+                                         # side is not "gray"; 1 = the plain nearest term (every release up to L)
     residual_cap: float | None = None    # object_names: bound each object token's projector residual to this many times the
                                          # mean norm of the class-name words, so the residual cannot drown the name (the
                                          # situated run on the 228-room encoder grew it to 4.8x and lost room type; README)
@@ -175,6 +178,7 @@ class QAModelConfig:
                                     pooling=self.pooling, num_neighbors=self.num_neighbors,
                                     relation_layers=self.relation_layers, relation_tokens=self.relation_tokens,
                                     metric_extents=self.metric_extents, texture_stats=self.texture_stats,
+                                    color_shading=self.color_shading,
                                     max_points=max(self.max_points, self.num_scene_tokens))
 
     def to_dict(self) -> dict:

@@ -69,6 +69,7 @@ class SceneTokenizerConfig:
     relation_tokens: bool = False  # relations go to tokens of their own (the model's), not into these tokens
     metric_extents: bool = False   # "objects": also the box size in metres (log), not only relative to the room
     texture_stats: bool = False    # "objects": also its Gaussians' luminance statistics (``group_texture``)
+    color_shading: float = 1.0     # "objects": colour words allow this much shading (``basic_color_ids``); 1 = none
 
     def __post_init__(self):
         for name in ("in_dim", "num_tokens", "token_dim", "num_neighbors", "max_points", "num_frequencies"):
@@ -91,6 +92,8 @@ class SceneTokenizerConfig:
         for name in ("metric_extents", "texture_stats"):
             if getattr(self, name) and self.pooling != "objects":
                 raise ValueError(f"SceneTokenizerConfig.{name} is for 'objects' pooling")
+        if not 0 < self.color_shading <= 1:
+            raise ValueError(f"SceneTokenizerConfig.color_shading = {self.color_shading!r}: expected 0 < color_shading <= 1")
 
     @property
     def offset_scale(self) -> float:
@@ -249,7 +252,7 @@ def group_majority(labels: Tensor, assign: Tensor, k: int) -> Tensor:
     return torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((k,), -1, dtype=torch.long, device=assign.device))
 
 
-_COLOR_PROTOTYPES: dict[str, Tensor] = {}
+_COLOR_PROTOTYPES: dict[tuple[str, float], Tensor] = {}
 
 
 def basic_color_names() -> list[str]:
@@ -260,36 +263,67 @@ def basic_color_names() -> list[str]:
     return list(COLORS)
 
 
-def srgb_to_lab(rgb: Tensor) -> Tensor:
-    """sRGB in [0, 1] [..., 3] -> CIELAB (D65) [..., 3]."""
+def srgb_to_linear(rgb: Tensor) -> Tensor:
+    """sRGB in [0, 1] [..., 3] -> linear RGB (the sRGB transfer function undone)."""
     c = rgb.float().clamp(0, 1)
-    c = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = torch.tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], device=c.device)
-    xyz = (c @ m.T) / torch.tensor([0.9505, 1.0, 1.089], device=c.device)
+    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_lab(linear: Tensor) -> Tensor:
+    """Linear RGB [..., 3] -> CIELAB (D65) [..., 3]."""
+    m = torch.tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], device=linear.device)
+    xyz = (linear @ m.T) / torch.tensor([0.9505, 1.0, 1.089], device=linear.device)
     f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
     return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
-def basic_color_ids(colors: Tensor) -> Tensor:
-    """Index into ``basic_color_names()`` of the nearest prototype (CIELAB distance) of each colour [M, 3] -> [M]."""
-    key = str(colors.device)
+def srgb_to_lab(rgb: Tensor) -> Tensor:
+    """sRGB in [0, 1] [..., 3] -> CIELAB (D65) [..., 3]."""
+    return linear_to_lab(srgb_to_linear(rgb))
+
+
+SHADING_STEPS = 8  # shading factors sampled between ``shading`` and 1 (``basic_color_ids``)
+
+
+def color_prototypes_lab(shading: float = 1.0, device="cpu") -> Tensor:
+    """CIELAB of the basic colour terms' prototypes, each also dimmed in linear RGB by factors from ``shading`` up
+    to 1 (SHADING_STEPS of them, geometric) -> [S, T, 3] (S = 1 when ``shading`` is 1)."""
+    key = (str(device), float(shading))
     if key not in _COLOR_PROTOTYPES:
         from data.synth.classes import COLORS
 
-        _COLOR_PROTOTYPES[key] = srgb_to_lab(torch.tensor(list(COLORS.values()), dtype=torch.float32, device=colors.device) / 255)
-    return torch.cdist(srgb_to_lab(colors), _COLOR_PROTOTYPES[key]).argmin(1)
+        linear = srgb_to_linear(torch.tensor(list(COLORS.values()), dtype=torch.float32, device=device) / 255)
+        steps = 1 if shading == 1 else SHADING_STEPS
+        factors = torch.logspace(math.log10(shading), 0, steps, device=device) if steps > 1 else torch.ones(1, device=device)
+        _COLOR_PROTOTYPES[key] = linear_to_lab(factors[:, None, None] * linear[None])
+    return _COLOR_PROTOTYPES[key]
+
+
+def basic_color_ids(colors: Tensor, shading: float = 1.0) -> Tensor:
+    """Index into ``basic_color_names()`` of the nearest prototype (CIELAB distance) of each colour [M, 3] -> [M].
+
+    ``shading`` < 1 names the surface, not the light: a prototype also matches itself dimmed by any factor down to
+    ``shading`` (on linear RGB, as a face turned from the light is), so a white object's shaded side stays white
+    where the plain rule calls it gray. 1 = the plain nearest prototype."""
+    if not 0 < shading <= 1:
+        raise ValueError(f"basic_color_ids: shading = {shading!r}, expected 0 < shading <= 1")
+    protos = color_prototypes_lab(shading, colors.device)
+    lab = srgb_to_lab(colors)
+    return torch.stack([torch.cdist(lab, p) for p in protos]).amin(0).argmin(1)
 
 
 @torch.no_grad()
 def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: Tensor, colors: Tensor, k: int,
                  offset_scale: float, training: bool = False, generator: torch.Generator | None = None,
-                 labels: Tensor | None = None, metric_extents: bool = False, texture_stats: bool = False) -> "PooledScene":
+                 labels: Tensor | None = None, metric_extents: bool = False, texture_stats: bool = False,
+                 color_shading: float = 1.0) -> "PooledScene":
     """One token per segment: the ``k`` largest segments (ids >= 0 in ``segments`` [M]; -1 = no segment).
 
     features [M, C], positions [M, 3] (normalised), means [M, 3] (metres), colors [M, 3]; optional per-Gaussian
     class ids ``labels`` [M] give each token its segment's majority class (PooledScene.labels, -1 = none). Each
     token also gets its segment's colour name, a majority vote of its Gaussians' nearest basic colour terms
-    (PooledScene.color_ids; a vote, not the mean colour, because an object's legs or trim would darken the mean).
+    (PooledScene.color_ids; a vote, not the mean colour, because an object's legs or trim would darken the mean;
+    ``color_shading`` < 1 lets each Gaussian's term allow for that much shading, ``basic_color_ids``).
     Inference orders the tokens by Gaussian count (largest first, ties by segment id); training shuffles them.
     Positions are normalised per scene (``normalize_positions``), so the box extents are relative to the room;
     ``texture_stats`` appends the luminance statistics of ``group_texture`` (6 columns; "what is it made of?"), then
@@ -321,7 +355,7 @@ def pool_objects(features: Tensor, positions: Tensor, means: Tensor, segments: T
         geometry.append(torch.log(2 * half_m + 0.01) * (count > 0)[:, None])
     geometry = torch.cat(geometry, -1)
     token_labels = None if labels is None else group_majority(labels[take].to(assign.device), assign, k)
-    color_ids = group_majority(basic_color_ids(colors[take]), assign, k)
+    color_ids = group_majority(basic_color_ids(colors[take], color_shading), assign, k)
     return PooledScene(cells=pooled, geometry=geometry, positions=centre, centres=centre_m, labels=token_labels,
                        color_ids=color_ids)
 
@@ -422,7 +456,7 @@ def pool_scene(features: Tensor, means: Tensor, cfg: SceneTokenizerConfig, train
         pooled = pool_objects(features[kept], positions[kept], means[kept], segments[kept].to(means.device),
                               colors[kept], cfg.num_tokens, cfg.offset_scale, training, generator,
                               None if labels is None else labels[kept].to(means.device), cfg.metric_extents,
-                              cfg.texture_stats)
+                              cfg.texture_stats, cfg.color_shading)
         return replace(pooled, box_centre=box_centre)
     if cfg.pooling != "cell":
         raise ValueError(f"pool_scene: pooling {cfg.pooling!r} has parameters; only 'cell' and 'objects' pool ahead")

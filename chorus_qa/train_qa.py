@@ -133,7 +133,8 @@ class PooledSceneStore:
         kind = "cells" if token_cfg.pooling == "cell" else f"objects-{segmenter.cfg.key()}"
         key = (f"{source.encoder_hash}_{kind}_k{token_cfg.num_tokens}_m{token_cfg.max_points}_s{token_cfg.seed}"
                f"_v{cfg.pooled_variants}_r{cfg.seed}" + ("_metric" if token_cfg.metric_extents else "")
-               + ("_texture" if token_cfg.texture_stats else ""))
+               + ("_texture" if token_cfg.texture_stats else "")
+               + (f"_shade{token_cfg.color_shading:g}" if token_cfg.color_shading != 1 else ""))
         self.cache = FeatureCache(feature_cache_root(cfg), key)
         self.source, self.cfg, self.token_cfg, self.segmenter = source, cfg, token_cfg, segmenter
         self.need = need  # fields the model reads ("labels", "color_ids", "box_centre"): files cached without them are redone

@@ -291,6 +291,55 @@ def test_basic_color_ids_name_prototypes_and_known_colours():
     assert got == ["blue", "white", "green"]
 
 
+def srgb_dimmed(srgb: torch.Tensor, factor: float) -> torch.Tensor:
+    """sRGB colours whose light is scaled by ``factor`` (on linear RGB), with the sRGB transfer function written out."""
+    lin = torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4) * factor
+    return torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+def test_color_shading_names_a_shaded_surface_by_its_own_colour_and_defaults_to_the_plain_rule():
+    from data.synth.classes import COLORS
+    from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, srgb_to_lab
+
+    names = basic_color_names()
+    protos = torch.tensor(list(COLORS.values()), dtype=torch.float32) / 255
+    colours = torch.rand(500, 3, generator=torch.Generator().manual_seed(0))
+    # shading 1 is the plain nearest prototype in CIELAB (written out here)
+    plain = torch.cdist(srgb_to_lab(colours), srgb_to_lab(protos)).argmin(1)
+    assert torch.equal(basic_color_ids(colours, 1.0), plain) and torch.equal(basic_color_ids(colours), plain)
+    # every prototype dimmed to 60 % of its light keeps its name under shading 0.6, and undimmed ones too (gray is
+    # not a shaded white)
+    assert basic_color_ids(srgb_dimmed(protos, 0.6), 0.6).tolist() == list(range(len(names)))
+    assert basic_color_ids(protos, 0.6).tolist() == list(range(len(names)))
+    # white with 40 % of the light: "gray" to the plain rule (benchmarks/color_names.py's white -> gray), white when
+    # shading down to 0.4 is allowed
+    white = protos[names.index("white")][None]
+    assert names[int(basic_color_ids(srgb_dimmed(white, 0.4)))] == "gray"
+    assert names[int(basic_color_ids(srgb_dimmed(white, 0.4), 0.4))] == "white"
+    with pytest.raises(ValueError, match="shading"):
+        basic_color_ids(colours, 0.0)
+    with pytest.raises(ValueError, match="shading"):
+        basic_color_ids(colours, 1.5)
+
+
+def test_color_shading_reaches_the_object_vote_and_the_pooled_cache_key(tmp_path):
+    from chorus_qa.scene_tokens import basic_color_names
+
+    names = basic_color_names()
+    f, m, s, c = three_objects()
+    c[:300] = torch.tensor([236, 236, 232]) / 255  # segment 5 is white, its lower 60 % turned from the light
+    c[120:300] = srgb_dimmed(c[120:300], 0.5)
+    assert [names[i] for i in pool_scene(f, m, objects_cfg(), segments=s, colors=c).color_ids[:3]] == ["gray", "green", "blue"]
+    p = pool_scene(f, m, objects_cfg(color_shading=0.5), segments=s, colors=c)
+    assert [names[i] for i in p.color_ids[:3]] == ["white", "green", "blue"]
+    with pytest.raises(ValueError, match="color_shading"):
+        objects_cfg(color_shading=0.0)
+    with pytest.raises(ValueError, match="color_shading"):
+        QAModelConfig(feature_dim=FEAT, pooling="objects", segments={"source": "gt"}, color_shading=2.0)
+    cfg = QAModelConfig(feature_dim=FEAT, pooling="objects", segments={"source": "gt"}, color_shading=0.6)
+    assert cfg.scene_tokenizer_config().color_shading == 0.6
+
+
 def test_color_names_vote_per_segment_and_add_the_colour_word():
     from chorus_qa.scene_tokens import basic_color_ids, basic_color_names
 
