@@ -1,7 +1,7 @@
 """Export the demo recipe's outputs into the release folder (checkpoints/demo) and write its model card.
 
     python scripts/export_demo.py encoder --run RUN/pretrain --out checkpoints/demo
-    python scripts/export_demo.py qa      --run RUN/qa       --out checkpoints/demo
+    python scripts/export_demo.py qa      --run RUN/qa       --out checkpoints/demo [--set color_shading=0.6 ...]
     python scripts/export_demo.py card    --out checkpoints/demo --bench RUN/bench --run RUN/qa --pretrain-results J --seconds S
 
 Layout of the release folder (one self-contained checkpoint):
@@ -49,22 +49,46 @@ def export_encoder(run: Path, out: Path) -> None:
     print(f"exported encoder + heads from {run} to {out}")
 
 
-def export_qa(run: Path, out: Path) -> None:
+def inference_settings(pairs: list[str]) -> dict:
+    """``key=value`` settings (values parsed as YAML) the release's model config gets on top of the run's: only
+    settings that change no weights (``chorus_qa.train_state.WARM_START_FREE``), such as ``color_shading``."""
+    import yaml
+
+    from chorus_qa.train_state import WARM_START_FREE
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected key=value")
+        if key not in WARM_START_FREE:
+            raise SystemExit(f"--set {key}: only settings that change no weights can be set at export: {list(WARM_START_FREE)}")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
+def export_qa(run: Path, out: Path, settings: dict | None = None) -> None:
+    """The run's best/ (else last/) Q&A model into ``out``, with ``settings`` (``inference_settings``) applied."""
+    from chorus_qa.qa_config import QAModelConfig
+
     src = run / "best" if (run / "best").is_dir() else run / "last"
     if not src.is_dir():
         raise SystemExit(f"{run}: no best/ or last/ checkpoint; did Q&A training finish?")
-    for name in ("config.json", "projector.safetensors"):
-        shutil.copy2(src / name, out / name)
+    cfg = {**json.loads((src / "config.json").read_text()), "encoder_ref": "encoder"}  # resolved beside the folder
+    cfg.update(settings or {})
+    try:
+        QAModelConfig.from_dict(cfg)  # a bad setting fails here, before anything in ``out`` changes
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"export qa: {e}") from e
+    shutil.copy2(src / "projector.safetensors", out / "projector.safetensors")
     with atomic_directory(out / "adapter") as tmp:
         shutil.copytree(src / "adapter", tmp, dirs_exist_ok=True)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["encoder_ref"] = "encoder"  # resolved beside the checkpoint folder
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
     for extra in ("history.json", "curves.png"):
         if (run / extra).exists():
             (out / "metrics").mkdir(exist_ok=True)
             shutil.copy2(run / extra, out / "metrics" / extra)
-    print(f"exported Q&A model from {src} to {out}")
+    print(f"exported Q&A model from {src} to {out}" + (f" with {settings}" if settings else ""))
 
 
 def pretrain_rooms(res: dict) -> int | str:
@@ -131,6 +155,9 @@ def token_summary(qa_cfg: dict) -> str:
                           "their own projector)")
         colours = f", each followed by {' and '.join(follow)}" if follow else ""
         extents = "; box sizes in metres" if qa_cfg.get("metric_extents") else ""
+        if qa_cfg.get("color_tokens") and qa_cfg.get("color_shading", 1.0) < 1:
+            extents += (f"; colour terms that allow for shading down to {qa_cfg['color_shading']:g} of the light "
+                        "(a white object's shaded side stays white)")
         if qa_cfg.get("texture_stats"):
             extents += "; how each object's colour varies (luminance statistics: grain, speckle, highlights)"
         if qa_cfg.get("residual_cap"):
@@ -227,12 +254,14 @@ def main(argv=None) -> int:
     p.add_argument("--bench", type=Path)
     p.add_argument("--pretrain-results", type=Path, default=ROOT / "benchmarks/results/pretrain_probe.json")
     p.add_argument("--seconds", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="qa: a model setting that changes no weights, for inference (e.g. color_shading=0.6)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.what == "encoder":
         export_encoder(a.run, a.out)
     elif a.what == "qa":
-        export_qa(a.run, a.out)
+        export_qa(a.run, a.out, inference_settings(a.set))
     else:
         card(a.out, a.bench, a.pretrain_results, a.seconds, a.run)
     return 0

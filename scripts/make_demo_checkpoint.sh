@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe behind checkpoints/demo/ (release I) (run by `make demo-checkpoint`). Every step is resumable:
+# The recipe behind checkpoints/demo/ (release L) (run by `make demo-checkpoint`). Every step is resumable:
 # re-running skips finished work. WORK holds data and runs (not committed); OUT is the release folder.
 #
 #   1. encoder: scripts/pretrain_228.sh = the 228-room encoder (four warm-started pretraining stages, 4500 steps, of
@@ -8,20 +8,25 @@
 #      encoder of releases D-H);
 #   2. the encoder (fp16) + its teacher projectors are exported into OUT;
 #   3. Q&A data: 1000 more synthetic rooms with questions (another seed: no overlap with step 1's rooms);
-#   4. Q&A training, the release (I) in two runs: configs/qa_synth_situated.yaml (object tokens with class names,
+#   4. Q&A training, the release (L) in two runs: configs/qa_synth_situated.yaml (object tokens with class names,
 #      colour, size-word and relation tokens, pose-aware situated tokens listed leftmost first for left/right
-#      questions, metric box sizes, the projector residual capped; projector + LoRA on SmolLM2-135M, 6 questions per
-#      multi-turn sequence) on the frozen encoder over a seeded QA_EXAMPLES=18000 of the ~40k training questions
-#      (417 steps), then
+#      questions and the asked quarter first for posed ones, the size word before its object, metric box sizes, the
+#      projector residual capped; projector + LoRA on SmolLM2-135M, 6 questions per multi-turn sequence) on the
+#      frozen encoder over a seeded QA_EXAMPLES=18000 of the ~40k training questions (417 steps), then
 #   4b. the same recipe started from step 4's weights (init_from) over the 22,298 questions step 4 did not see
-#      (exclude_seen_by) at stage-2 peak lr QA_CONTINUE_LR=2.5e-4 (half; written with a '.'), 505 steps; the release is
-#      exported from it. Two runs so that each fits a sitting; QA_CONTINUE_LR= (empty) skips 4b.
-#   5. benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
-# Earlier releases and runs (README, Scene Q&A): release H = ENCODER=release QA_SET="model.lateral_order=false
-# model.size_words=false" (61.8 % EM@1); release D = ENCODER=release QA_CONFIG=configs/qa_synth.yaml
-# QA_EXAMPLES=50000 QA_CONTINUE_LR= (57.5 %); run G = release H's step 4 alone (53.9 %); QA_EXAMPLES=50000
-# QA_CONTINUE_LR= QA_SET="model.lateral_order=false model.size_words=false" is run F's recipe (70.9 % at step 709
-# of 883). QA_SET="key=value ..." adds config settings to both Q&A runs, QA_CONTINUE_SET to step 4b only (options
+#      (exclude_seen_by) at stage-2 peak lr QA_CONTINUE_LR=2.5e-4 (half; written with a '.'), 505 steps, with
+#      QA_CONTINUE_SET="model.comparison_order=true" (size comparisons listed largest / tallest first); the release
+#      is exported from it. Two runs so that each fits a sitting; QA_CONTINUE_LR= (empty) skips 4b.
+#   5. export with QA_EXPORT_SET="color_shading=0.6" (settings that change no weights, for inference: colour words
+#      that allow for shading), benchmark on val: with scene tokens, without (blind), with another room's tokens
+#      (shuffled), and the model card.
+# Earlier releases and runs (README, Scene Q&A): release I = QA_SET="model.size_first=false
+# model.sector_order=false" QA_CONTINUE_SET= QA_EXPORT_SET= (72.8 % EM@1); release H = ENCODER=release
+# QA_SET="model.lateral_order=false model.size_words=false model.size_first=false model.sector_order=false"
+# QA_CONTINUE_SET= QA_EXPORT_SET= (61.8 %); release D = ENCODER=release QA_CONFIG=configs/qa_synth.yaml
+# QA_EXAMPLES=50000 QA_CONTINUE_LR= QA_EXPORT_SET= (57.5 %); run G = release H's step 4 alone (53.9 %);
+# QA_EXAMPLES=50000 QA_CONTINUE_LR= QA_EXPORT_SET= QA_SET="model.lateral_order=false model.size_words=false
+# model.size_first=false model.sector_order=false" is run F's recipe (70.9 % at step 709 of 883). QA_SET="key=value ..." adds config settings to both Q&A runs, QA_CONTINUE_SET to step 4b only (options
 # in chorus_qa.train_state.WARM_START_FREE, e.g. model.comparison_order=true, can be switched on there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +39,8 @@ QA_EXAMPLES=${QA_EXAMPLES:-18000}
 QA_CONTINUE_LR=${QA_CONTINUE_LR-2.5e-4}
 ENCODER=${ENCODER:-228}
 QA_SET=${QA_SET:-}   # more config settings for both Q&A runs, space-separated key=value (e.g. model.size_words=true)
-QA_CONTINUE_SET=${QA_CONTINUE_SET:-}   # ... and for step 4b only
+QA_CONTINUE_SET=${QA_CONTINUE_SET-model.comparison_order=true}   # ... and for step 4b only
+QA_EXPORT_SET=${QA_EXPORT_SET-color_shading=0.6}   # model settings that change no weights, set in the release
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)
@@ -79,7 +85,9 @@ if [ -n "$QA_CONTINUE_LR" ]; then
 fi
 
 stamp "5/5 benchmark (scene tokens and blind) + export"
-"$PY" scripts/export_demo.py qa --run "$QA_RUN" --out "$OUT"
+export_set=()
+for kv in $QA_EXPORT_SET; do export_set+=(--set "$kv"); done
+"$PY" scripts/export_demo.py qa --run "$QA_RUN" --out "$OUT" ${export_set[@]+"${export_set[@]}"}
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/blind" --blind
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/scene" --feature-cache none
 "$PY" -m chorus_qa.benchmark --checkpoint "$OUT" --data "$WORK/qa_data" --split val --out "$WORK/bench/shuffled" --shuffle-scenes --feature-cache none

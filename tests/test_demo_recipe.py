@@ -37,7 +37,7 @@ def test_one_run_recipe_trains_one_qa_run_and_exports_it(tmp_path):
     assert exports and exports[0][exports[0].index("--run") + 1] == str(tmp_path / "work" / "qa")
 
 
-def test_default_recipe_is_release_i_228_room_encoder_and_a_warm_started_run_over_the_unseen_questions(tmp_path):
+def test_default_recipe_is_release_l_228_room_encoder_and_a_warm_started_run_over_the_unseen_questions(tmp_path):
     calls = recipe_calls(tmp_path)
     work = tmp_path / "work"
     # the 228-room encoder's four pretraining stages, exported from the last
@@ -51,7 +51,12 @@ def test_default_recipe_is_release_i_228_room_encoder_and_a_warm_started_run_ove
     assert first["max_train_examples"] == "18000" and first["out_dir"] == str(work / "qa")
     assert rest == {"max_train_examples": "null", "init_from": str(work / "qa" / "last"),
                     "exclude_seen_by": str(work / "qa"), "stage2.lr": "2.5e-4", "data_dir": str(work / "qa_data"),
-                    "encoder": str(tmp_path / "out" / "encoder"), "out_dir": str(work / "qa_rest")}
+                    "encoder": str(tmp_path / "out" / "encoder"), "out_dir": str(work / "qa_rest"),
+                    "model.comparison_order": "true"}
+    assert "model.comparison_order" not in first
+    # the release allows for shading in its colour words (a setting without weights, set at export)
+    export_qa = next(c for c in calls if c[:2] == ["scripts/export_demo.py", "qa"])
+    assert settings(export_qa) == {"color_shading": "0.6"}
     # the release, its model card and the benchmarks come from the continued run
     for kind in ("qa", "card"):
         call = next(c for c in calls if c[:2] == ["scripts/export_demo.py", kind])
@@ -75,6 +80,12 @@ def test_extra_settings_reach_both_qa_runs(tmp_path):
     (tmp_path / "plain").mkdir()
     plain = [c for c in recipe_calls(tmp_path / "plain") if c[0] == "chorus_qa/train_qa.py"]
     assert len(plain) == 2 and not any("model.size_words" in settings(c) for c in plain)
+    # release I's recipe: empty QA_CONTINUE_SET / QA_EXPORT_SET switch the defaults off
+    (tmp_path / "i").mkdir()
+    calls = recipe_calls(tmp_path / "i", QA_SET="model.size_first=false model.sector_order=false", QA_CONTINUE_SET="",
+                         QA_EXPORT_SET="")
+    assert not any("model.comparison_order" in settings(c) for c in calls if c[0] == "chorus_qa/train_qa.py")
+    assert settings(next(c for c in calls if c[:2] == ["scripts/export_demo.py", "qa"])) == {}
 
 
 def test_228_room_encoder_recipe_exports_and_scores_its_own_build(tmp_path):

@@ -105,3 +105,34 @@ def test_card_counts_the_steps_of_a_continued_qa_run(tmp_path):
         "the Q&A model 417 steps of 8 sequences x 6 questions over 1 epoch, then 505 more steps over the training "
         "questions those did not see")
     assert export_demo.training_summary(None, first) == "the Q&A model 417 steps of 8 sequences x 6 questions over 1 epoch"
+
+
+def test_qa_export_sets_inference_settings_and_refuses_weight_settings_and_bad_values(tmp_path):
+    """`export_demo.py qa --set color_shading=0.6`: the release's config gets settings that change no weights."""
+    import pytest
+
+    export_demo = load_script()
+    last = tmp_path / "run" / "last"
+    (last / "adapter").mkdir(parents=True)
+    (last / "adapter" / "adapter_model.safetensors").write_bytes(b"lora")
+    (last / "projector.safetensors").write_bytes(b"proj")
+    cfg = {"feature_dim": 64, "pooling": "objects", "segments": {"source": "gt"}, "object_names": True,
+           "color_tokens": True, "encoder_ref": "/somewhere/encoder"}
+    (last / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "release"
+    out.mkdir()
+    assert export_demo.main(["qa", "--run", str(tmp_path / "run"), "--out", str(out), "--set", "color_shading=0.6"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved == {**cfg, "encoder_ref": "encoder", "color_shading": 0.6}
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == b"lora"
+    assert "colour terms that allow for shading down to 0.6 of the light" in export_demo.token_summary(saved)
+    assert "shading" not in export_demo.token_summary(cfg)
+    for bad, message in (("token_dim=8", "change no weights"), ("color_shading", "key=value")):
+        with pytest.raises(SystemExit, match=message):
+            export_demo.main(["qa", "--run", str(tmp_path / "run"), "--out", str(out), "--set", bad])
+    # a bad value fails before the release folder changes
+    (out / "projector.safetensors").write_bytes(b"old")
+    with pytest.raises(SystemExit, match="color_shading"):
+        export_demo.main(["qa", "--run", str(tmp_path / "run"), "--out", str(out), "--set", "color_shading=1.5"])
+    assert (out / "projector.safetensors").read_bytes() == b"old"
+    assert json.loads((out / "config.json").read_text())["color_shading"] == 0.6

@@ -66,8 +66,9 @@ def test_qa_synth_config_parses():
 
 
 def test_qa_synth_situated_config_caps_the_residual():
-    """Release I's recipe (the situated tokens with the residual cap, lateral order and size words; README) parses
-    into a model config that accepts them (the cap needs object names, lateral order anchor frames)."""
+    """Release L's recipe (the situated tokens with the residual cap, lateral and sector order and size words before
+    their objects; README) parses into a model config that accepts them (the cap needs object names, lateral order
+    anchor frames)."""
     from chorus_qa.qa_config import QAModelConfig
 
     cfg = load_config(str(ROOT / "configs" / "qa_synth_situated.yaml"))
@@ -75,6 +76,9 @@ def test_qa_synth_situated_config_caps_the_residual():
     model_cfg = QAModelConfig.from_dict({**cfg.model, "feature_dim": 64})  # the trainer reads it off the encoder
     assert model_cfg.residual_cap == 0.5 and model_cfg.object_names
     assert model_cfg.lateral_order and model_cfg.size_words and model_cfg.metric_extents
+    assert model_cfg.size_first and model_cfg.sector_order
+    # comparison_order is switched on for the second run and color_shading at export (the recipe's knobs)
+    assert not model_cfg.comparison_order and model_cfg.color_shading == 1.0
 
 
 def test_evaluate_em_shuffled_scene_control():
