@@ -290,12 +290,12 @@ def _load_metrics(run_dir: Path) -> dict | None:
 
 
 def _same_setting(a: dict, b: dict) -> bool:
-    keys = ("checkpoint", "data", "split", "kind", "limit")
+    keys = ("checkpoint", "data", "split", "kind", "limit", "types")
     return all(a["run"].get(k) == b["run"].get(k) for k in keys)
 
 
 def find_sibling_runs(out_dir: Path, metrics: dict, blind: bool) -> list[tuple[Path, dict]]:
-    """Runs in the folders beside `out_dir` with the same checkpoint, data, split, kind and limit
+    """Runs in the folders beside `out_dir` with the same checkpoint, data, split, kind, limit and types
     and the given blind flag, newest first."""
     found = []
     parent = Path(out_dir).resolve().parent
@@ -312,6 +312,18 @@ def find_sibling_runs(out_dir: Path, metrics: dict, blind: bool) -> list[tuple[P
 
 
 # ----------------------------------------------------------------------------- entry point
+
+
+def select_types(examples: Sequence[QAExample], types: str) -> list[QAExample]:
+    """The questions whose type is one of the comma-separated ``types`` (``--types``); unknown types are an error."""
+    wanted = {t.strip() for t in types.split(",") if t.strip()}
+    present = {ex.type for ex in examples}
+    unknown = sorted(wanted - present)
+    if not wanted or unknown:
+        raise SystemExit(f"--types {types!r}: {'unknown ' + ', '.join(unknown) if unknown else 'no type given'}; "
+                         f"this split has {', '.join(sorted(t for t in present if t))}")
+    return [ex for ex in examples if ex.type in wanted]
+
 
 
 def run_benchmark(
@@ -398,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "falls towards its blind score; one that ignores it keeps its score")
     p.add_argument("--batch-size", type=int, default=16, help="questions per generate call (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit (default: 32)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split (after --types)")
+    p.add_argument("--types", default=None, help="only these question types, comma-separated (e.g. size,material)")
     p.add_argument("--compare", default=None, help="a run folder to show as the baseline (default: a blind run beside --out)")
     p.add_argument("--feature-cache", default=None,
                    help="folder of cached per-scene encoder features (default: DATA/feature_cache); 'none' disables it")
@@ -420,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit <= 0:
         raise SystemExit(f"--limit {args.limit}: expected a positive integer")
     examples = load_qa_split(args.data, args.split, args.kind)
+    if args.types is not None:
+        examples = select_types(examples, args.types)
     if args.limit is not None:
         examples = examples[: args.limit]
     if not examples:
@@ -437,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         features = SceneFeatureLoader(args.data, model.config.encoder_ref, cache_root, model.config.encoder_hash,
                                       checkpoint=args.checkpoint, device=args.device, model_config=model.config)
     run_info = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "kind": args.kind,
-                "limit": args.limit, "seed": args.seed, "llm_dtype": getattr(getattr(model, "config", None), "llm_dtype", None),
+                "limit": args.limit, "types": args.types, "seed": args.seed, "llm_dtype": getattr(getattr(model, "config", None), "llm_dtype", None),
                 "encoder_hash": None if features is None else features.source.encoder_hash}
     if args.shuffle_scenes:
         try:

@@ -150,6 +150,20 @@ def test_blind_baseline_beside_the_run(tmp_path, data_dir, fake_model):
     assert len(preds) == 3 and "baseline" not in limited
 
 
+
+def test_types_keep_only_those_question_types(tmp_path, data_dir, fake_model):
+    metrics, preds, _ = run(data_dir, tmp_path / "runs" / "counting", "--types", "counting, color")
+    assert sorted(p["type"] for p in preds) == ["color"] * 2 + ["counting"] * 3
+    assert set(metrics["scores"]["per_type"]) == {"color", "counting"} and metrics["run"]["types"] == "counting, color"
+    # --limit counts after the type filter
+    _, preds, _ = run(data_dir, tmp_path / "runs" / "counting2", "--types", "counting", "--limit", "2")
+    assert [p["type"] for p in preds] == ["counting"] * 2
+    with pytest.raises(SystemExit, match="unknown size.*this split has color, counting, spatial"):
+        run(data_dir, tmp_path / "runs" / "bad", "--types", "size,counting")
+    with pytest.raises(SystemExit, match="no type given"):
+        run(data_dir, tmp_path / "runs" / "bad", "--types", " , ")
+
+
 def test_explicit_compare(tmp_path, data_dir, fake_model):
     run(data_dir, tmp_path / "a" / "scene")
     metrics, _, md = run(data_dir, tmp_path / "b" / "scene", "--compare", str(tmp_path / "a" / "scene"))
