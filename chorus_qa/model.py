@@ -40,8 +40,8 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_comparison, asks_lateral, egocentric, interleave,
-                       question_frame, resolve_pose, sector_ids)
+from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_comparison, asks_lateral, asks_size, egocentric,
+                       find_anchor, interleave, question_frame, resolve_pose, sector_ids)
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         for b, pose, question in asked:
             frame = self._frame(pooled[b], pose, question)
             if frame is None:
-                tokens.append(None)
+                sized = self.config.size_group and pose is None and question and pooled[b] is not None
+                tokens.append(self.size_group_embeddings(pooled[b], question) if sized else None)
                 continue
             anchored = pose is None  # an anchor frame, found from the question's text
             lateral = self.config.lateral_order and anchored and asks_lateral(question)
@@ -292,6 +293,30 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
             first = asked_sector(question) if self.config.sector_order and not anchored and question else None
             tokens.append(self.situated_embeddings(pooled[b], frame, lateral, first, magnitude))
         return tokens
+
+    def size_group_embeddings(self, pooled: PooledScene, question: str) -> Tensor | None:
+        """``size_group``'s situated tokens [2n, H] for a question asking whether an object is small or large: each object
+        token of the class it names first (of the colour named before it, when a token has that colour), largest box
+        first, as its class word followed by its size word; None when it asks no such thing or no token has the class."""
+        if not asks_size(question):
+            return None
+        if self._anchor_vocab is None:
+            self._anchor_vocab = (self.config.class_names(), basic_color_names())
+        found = find_anchor(question, *self._anchor_vocab)
+        if found is None or pooled.labels is None:
+            return None
+        cls, color = found
+        pick = pooled_valid(pooled) & (pooled.labels == cls)
+        if color is not None and pooled.color_ids is not None and bool((pick & (pooled.color_ids == color)).any()):
+            pick = pick & (pooled.color_ids == color)
+        if not bool(pick.any()):
+            return None
+        slots = torch.where(pick)[0]
+        slots = slots[(-log_volumes(pooled)[slots]).argsort(stable=True)].to(self.device)
+        dtype = next(self.situated.parameters()).dtype
+        name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][slots].to(dtype)
+        size = self._lookup(self.size_embeds, [self.size_ids(pooled)], "size_words", "sizes")[0][slots].to(dtype)
+        return torch.stack([name, size], 1).flatten(0, 1)
 
     def situated_size(self, pooled: PooledScene) -> int:
         """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""

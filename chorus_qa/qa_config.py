@@ -96,6 +96,10 @@ class QAModelConfig:
     sector_order: bool = False           # situated_tokens: a posed question about one quarter of the view ("what is on my
                                          # left?", "how many chairs are on my right?") lists that quarter's situated
                                          # tokens first, nearest first, so "the nearest one on my left" is the first token
+    size_group: bool = False             # size_words + situated_tokens: a question asking whether an object is small or
+                                         # large ("is the lamp small or large?") gets, as its situated tokens, the object
+                                         # tokens of the class it names, each as its class word then its size word (the
+                                         # attribute right after the name, where the colour word is read), largest first
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -142,6 +146,9 @@ class QAModelConfig:
         if self.size_words and not (self.object_names and self.metric_extents):
             raise ValueError("QAModelConfig.size_words compares each labelled object token's box size in metres with its "
                              "class's: it needs object_names: true and metric_extents: true ('objects' pooling)")
+        if self.size_group and not (self.size_words and self.situated_tokens):
+            raise ValueError("QAModelConfig.size_group lists size_words as situated tokens: set size_words: true and "
+                             "situated_tokens: true too")
         if self.size_first and not self.size_words:
             raise ValueError("QAModelConfig.size_first places the size word of size_words: set size_words: true too")
         if self.count_words and not self.object_names:

@@ -173,6 +173,13 @@ def asks_comparison(question: str) -> str | None:
     return "height" if re.search(r"\b(taller|shorter)\b", text) else None
 
 
+def asks_size(question: str) -> bool:
+    """Whether a question asks how big one object is ("is the lamp small or large?", "how big is the bed?"), not a
+    comparison of two (``asks_comparison``): with ``size_group`` it gets that class's size words as situated tokens."""
+    text = question.lower()
+    return re.search(r"\b(small|large|big|little|tiny|huge)\b", text) is not None and asks_comparison(text) is None
+
+
 SIDE_PHRASES = (("in front of me", "front"), ("my left", "left"), ("behind me", "behind"), ("my right", "right"))
 
 

@@ -170,7 +170,9 @@ def token_summary(qa_cfg: dict) -> str:
                         + (" (class word + quarter word: front/left/behind/right)" if qa_cfg.get("situated_words") else "")
                         + (", leftmost first when the question asks left or right" if qa_cfg.get("lateral_order") else "")
                         + (", the asked quarter's first when a posed question names one" if qa_cfg.get("sector_order") else "")
-                        + (", largest or tallest first when a question compares sizes" if qa_cfg.get("comparison_order") else ""))
+                        + (", largest or tallest first when a question compares sizes" if qa_cfg.get("comparison_order") else "")
+                        + ("; a question whether an object is small or large gets that class's tokens as class word + "
+                           "size word, largest first" if qa_cfg.get("size_group") else ""))
         return f"up to {k} object tokens, one per segment: {how}{names}{lead}{colours}{extents}{situated}"
     return f"{k} {pooling}-pooled tokens"
 

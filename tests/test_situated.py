@@ -548,3 +548,54 @@ def test_comparison_order_lists_a_size_questions_anchor_frame_largest_or_tallest
     with pytest.raises(ValueError, match="comparison_order"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       object_names=True, situated_tokens=True, anchor_frames="spatial", comparison_order=True)
+
+
+def test_size_group_lists_the_asked_class_as_name_then_size_word_largest_first():
+    from chorus_qa.object_words import log_volumes
+    from chorus_qa.scene_tokens import basic_color_names, pool_scene
+    from chorus_qa.situated import asks_size
+    from chorus_qa.train_state import WARM_START_FREE
+    from encoder.label_sets import get_label_set
+    from tests.test_object_tokens import box
+
+    assert [asks_size(q) for q in ("is the lamp small or large?", "How big is the bed?", "which is bigger, the a or the b?",
+                                   "what color is the lamp?", "is the small lamp on the table?")] == [True, True, False, False, True]
+    names = get_label_set("synth")
+    chair, bed = names.index("chair"), names.index("bed")
+    # a small red chair, a large blue chair (its box 8x the volume) and a bed
+    lows, highs = [[0, 0, 0], [2, 0, 0], [0, 3, 0]], [[0.5, 0.5, 0.5], [3, 1, 1], [2, 5, 0.6]]
+    means = torch.cat([box(200, lo, hi, i) for i, (lo, hi) in enumerate(zip(lows, highs))])
+    colors = torch.cat([torch.tensor([[0.77, 0.16, 0.14]]).repeat(200, 1), torch.tensor([[0.16, 0.31, 0.75]]).repeat(200, 1),
+                        torch.full((200, 3), 0.5)])
+    labels = torch.tensor([chair, chair, bed]).repeat_interleave(200)
+    segments = torch.arange(3).repeat_interleave(200)
+    # the reference volume sits between the two chairs: the small one is "small", the big one "large"
+    model = object_situated_model(situated_words=True, metric_extents=True, size_words=True, size_group=True,
+                                  size_reference={"chair": math.log(0.3), "bed": math.log(100.0)})
+    pooled = pool_scene(torch.randn(600, 6, generator=torch.Generator().manual_seed(0)), means,
+                        model.scene_tokenizer.config, segments=segments, colors=colors, labels=labels)
+    vol = log_volumes(pooled)[:3]
+    small_chair, big_chair = sorted((k for k in range(3) if int(pooled.labels[k]) == chair), key=lambda k: float(vol[k]))
+    assert model.size_ids(pooled)[[small_chair, big_chair]].tolist() == [0, 1]
+    small, large = model.size_embeds[0], model.size_embeds[1]
+    with torch.no_grad():
+        got = model.situated_per_question([pooled], [None], ["is the chair small or large?"])[0]
+        # two chairs, the larger first, each as (chair word, its size word)
+        want = torch.stack([model.name_embeds[chair], large, model.name_embeds[chair], small]).to(got.dtype)
+        assert torch.equal(got, want)
+        # a colour named before the class picks that colour's token
+        red = model.situated_per_question([pooled], [None], ["is the red chair small or large?"])[0]
+        assert torch.equal(red, torch.stack([model.name_embeds[chair], small]).to(got.dtype))
+        assert basic_color_names()[int(pooled.color_ids[small_chair])] == "red"
+        # questions that ask no size, name a class without a token, or come with a pose get no size group
+        for question in ("what color is the chair?", "is the lamp small or large?"):
+            assert model.situated_per_question([pooled], [None], [question])[0] is None
+        posed = model.situated_per_question([pooled], [(0.0, 0.0, 0.0)], ["is the chair small or large?"])[0]
+        assert torch.equal(posed, model.situated_embeddings(pooled, (0.0, 0.0, 0.0)))  # the pose's own tokens
+        plain = object_situated_model(situated_words=True, metric_extents=True, size_words=True,
+                                      size_reference={"chair": math.log(0.3)})
+        assert plain.situated_per_question([pooled], [None], ["is the chair small or large?"])[0] is None
+    assert "size_group" in WARM_START_FREE  # no weights of its own: a warm start may switch it on
+    with pytest.raises(ValueError, match="size_group"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, situated_tokens=True, size_group=True)
