@@ -40,8 +40,8 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asks_comparison, asks_lateral, asks_size, egocentric,
-                       find_anchor, interleave, question_frame, resolve_pose, sector_ids)
+from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asked_side_count, asks_comparison, asks_lateral,
+                       asks_size, egocentric, find_anchor, interleave, question_frame, resolve_pose, sector_ids)
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,12 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
             anchored = pose is None  # an anchor frame, found from the question's text
             lateral = self.config.lateral_order and anchored and asks_lateral(question)
             magnitude = asks_comparison(question) if self.config.comparison_order and anchored else None
+            side = asked_side_count(question) if self.config.side_group and not anchored and question else None
+            if side is not None:
+                group = self.side_group_embeddings(pooled[b], frame, question, side)
+                if group is not None:
+                    tokens.append(group)
+                    continue
             first = asked_sector(question) if self.config.sector_order and not anchored and question else None
             tokens.append(self.situated_embeddings(pooled[b], frame, lateral, first, magnitude))
         return tokens
@@ -317,6 +323,29 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][slots].to(dtype)
         size = self._lookup(self.size_embeds, [self.size_ids(pooled)], "size_words", "sizes")[0][slots].to(dtype)
         return torch.stack([name, size], 1).flatten(0, 1)
+
+    def side_group_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float], question: str,
+                              side: int) -> Tensor | None:
+        """``side_group``'s situated tokens [2n, H] for a posed question counting one class on one side ("how many
+        chairs are on my left?"): each object token of that class as its class word followed by "left" or "right"
+        (the sign of its offset along the pose's left axis), the asked ``side``'s (a ``SECTOR_WORDS`` index) first,
+        each side nearest first; None when the question names no class with a token."""
+        if self._anchor_vocab is None:
+            self._anchor_vocab = (self.config.class_names(), basic_color_names())
+        found = find_anchor(question, *self._anchor_vocab, plural=True)
+        if found is None or pooled.labels is None:
+            return None
+        pick = pooled_valid(pooled) & (pooled.labels == found[0])
+        if not bool(pick.any()):
+            return None
+        slots = torch.where(pick)[0]
+        offsets = egocentric(pooled.centres[slots].to(self.device), pose)
+        words = torch.where(offsets[:, 1] > 0, SECTOR_WORDS.index("left"), SECTOR_WORDS.index("right"))
+        order = torch.stack([words != side, offsets[:, :2].norm(dim=1).argsort().argsort()], 1)
+        order = (order[:, 0] * len(slots) + order[:, 1]).argsort()
+        dtype = next(self.situated.parameters()).dtype
+        name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][slots.to(self.device)][order]
+        return torch.stack([name.to(dtype), self.sector_embeds[words[order]].to(dtype)], 1).flatten(0, 1)
 
     def situated_size(self, pooled: PooledScene) -> int:
         """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""

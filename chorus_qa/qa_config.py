@@ -100,6 +100,10 @@ class QAModelConfig:
                                          # large ("is the lamp small or large?") gets, as its situated tokens, the object
                                          # tokens of the class it names, each as its class word then its size word (the
                                          # attribute right after the name, where the colour word is read), largest first
+    side_group: bool = False             # situated_words: a posed question counting objects on one side ("how many chairs
+                                         # are on my left?") gets, as its situated tokens, that class's object tokens, each
+                                         # as its class word then "left" or "right" (its half of the view), the asked
+                                         # side's first, nearest first
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -149,6 +153,9 @@ class QAModelConfig:
         if self.size_group and not (self.size_words and self.situated_tokens):
             raise ValueError("QAModelConfig.size_group lists size_words as situated tokens: set size_words: true and "
                              "situated_tokens: true too")
+        if self.side_group and not (self.situated_words and self.object_names):
+            raise ValueError("QAModelConfig.side_group lists class and side words as situated tokens: set situated_words: "
+                             "true and object_names: true too")
         if self.size_first and not self.size_words:
             raise ValueError("QAModelConfig.size_first places the size word of size_words: set size_words: true too")
         if self.count_words and not self.object_names:

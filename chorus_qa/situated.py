@@ -180,6 +180,16 @@ def asks_size(question: str) -> bool:
     return re.search(r"\b(small|large|big|little|tiny|huge)\b", text) is not None and asks_comparison(text) is None
 
 
+def asked_side_count(question: str) -> int | None:
+    """The side a question counts objects on ("how many chairs are on my left?"): the ``SECTOR_WORDS`` index of
+    "left" or "right" (the half of the view on that side), None for other questions or both sides."""
+    text = question.lower()
+    if not re.search(r"\bhow many\b", text):
+        return None
+    sides = {word for word in ("left", "right") if re.search(rf"\bmy {word}\b", text)}
+    return SECTOR_WORDS.index(sides.pop()) if len(sides) == 1 else None
+
+
 SIDE_PHRASES = (("in front of me", "front"), ("my left", "left"), ("behind me", "behind"), ("my right", "right"))
 
 
@@ -191,16 +201,27 @@ def asked_sector(question: str) -> int | None:
     return named.pop() if len(named) == 1 else None
 
 
-def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence[str] = ()) -> tuple[int, int | None] | None:
+def plural_pattern(name: str) -> str:
+    """A regex for an English noun and its regular plurals: chair(s), box(es), shel(f|ves)."""
+    word = re.escape(name.lower())
+    if name.lower().endswith("f"):
+        return rf"(?:{word}|{re.escape(name.lower()[:-1])}ves)"
+    return rf"{word}(?:e?s)?"
+
+
+def find_anchor(question: str, class_names: Sequence[str], color_names: Sequence[str] = (),
+                plural: bool = False) -> tuple[int, int | None] | None:
     """(class index, colour index or None) of the object the question names first, or None.
 
-    Class names match as whole words, the longest at a position first ("coffee table" before "table"); a colour
-    word right before the name ("the red chair") is returned with it.
+    Class names match as whole words, the longest at a position first ("coffee table" before "table"), also in the
+    plural with ``plural`` ("how many chairs ..."); a colour word right before the name ("the red chair") is
+    returned with it.
     """
     text = question.lower()
     best = None  # (start, -length, class index)
     for i, name in enumerate(class_names):
-        m = re.search(rf"\b{re.escape(name.lower())}\b", text)
+        pattern = plural_pattern(name) if plural else re.escape(name.lower())
+        m = re.search(rf"\b{pattern}\b", text)
         if m and (best is None or (m.start(), -len(name)) < best[:2]):
             best = (m.start(), -len(name), i)
     if best is None:

@@ -87,9 +87,11 @@ def test_card_describes_the_encoder_rooms_warm_start_and_situated_tokens(tmp_pat
     assert "colour term and a size word" not in text and "followed by a token that is the word embedding" in text
     assert "the asked quarter's first when a posed question names one" in text
     assert "largest or tallest first when a question compares sizes" in text and "how each object's colour varies" in text
-    (out / "config.json").write_text(json.dumps({**qa_cfg, "size_group": True}))
+    (out / "config.json").write_text(json.dumps({**qa_cfg, "size_group": True, "side_group": True}))
     export_demo.card(out, bench, pre, seconds=60)
-    assert "gets that class's tokens as class word + size word, largest first" in (out / "README.md").read_text()
+    text = (out / "README.md").read_text()
+    assert "gets that class's tokens as class word + size word, largest first" in text
+    assert "counting one class on one side gets that class's tokens as class word + left / right" in text
 
 
 def test_card_counts_the_steps_of_a_continued_qa_run(tmp_path):

@@ -599,3 +599,51 @@ def test_size_group_lists_the_asked_class_as_name_then_size_word_largest_first()
     with pytest.raises(ValueError, match="size_group"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       object_names=True, situated_tokens=True, size_group=True)
+
+
+def test_side_group_lists_the_counted_class_with_its_side_word_asked_side_first():
+    from chorus_qa.scene_tokens import pool_scene
+    from chorus_qa.situated import asked_side_count, find_anchor
+    from chorus_qa.train_state import WARM_START_FREE
+    from encoder.label_sets import get_label_set
+    from tests.test_object_tokens import box
+
+    left, right = SECTOR_WORDS.index("left"), SECTOR_WORDS.index("right")
+    assert [asked_side_count(q) for q in ("how many chairs are on my left?", "How many lamps are on my right?",
+                                          "what is on my left?", "how many chairs are on my left or my right?",
+                                          "how many chairs are in the room?")] == [left, right, None, None, None]
+    names = get_label_set("synth")
+    chair, bed = names.index("chair"), names.index("bed")
+    assert find_anchor("how many chairs are on my left?", names) is None  # the plural needs plural=True
+    assert find_anchor("how many chairs are on my left?", names, plural=True) == (chair, None)
+    assert names[find_anchor("how many bookshelves are there?", names, plural=True)[0]] == "bookshelf"
+    # three chairs and a bed around a pose at the origin facing +x (left = +y)
+    centres = [(2.0, 1.0), (1.0, -1.0), (0.5, 0.5), (3.0, 3.0)]
+    means = torch.cat([box(100, [x - 0.2, y - 0.2, 0], [x + 0.2, y + 0.2, 0.8], i) for i, (x, y) in enumerate(centres)])
+    labels = torch.tensor([chair, chair, chair, bed]).repeat_interleave(100)
+    model = object_situated_model(situated_words=True, side_group=True)
+    perturb(model.situated)
+    pooled = pool_scene(torch.randn(400, 6, generator=torch.Generator().manual_seed(0)), means, model.scene_tokenizer.config,
+                        segments=torch.arange(4).repeat_interleave(100), colors=torch.rand(400, 3), labels=labels)
+    pose = (0.0, 0.0, 0.0)
+    # independent reference: side by the sign of y, nearest first within a side, the asked side first
+    chairs = [(x, y) for x, y in centres[:3]]
+    for question, side in (("how many chairs are on my left?", "left"), ("how many chairs are on my right?", "right")):
+        want = sorted(chairs, key=lambda c: (("left" if c[1] > 0 else "right") != side, math.hypot(*c)))
+        words = ["left" if y > 0 else "right" for _, y in want]
+        with torch.no_grad():
+            got = model.situated_per_question([pooled], [pose], [question])[0]
+        expect = torch.stack([t for w in words for t in (model.name_embeds[chair], model.sector_embeds[SECTOR_WORDS.index(w)])])
+        assert torch.equal(got, expect.to(got.dtype)), question
+    with torch.no_grad():
+        # another question, or a class without a token, keeps the ordinary situated tokens
+        ordinary = model.situated_embeddings(pooled, pose)
+        assert torch.equal(model.situated_per_question([pooled], [pose], ["how many lamps are on my left?"])[0], ordinary)
+        assert torch.equal(model.situated_per_question([pooled], [pose], ["what is on my left?"])[0], ordinary)
+        plain = object_situated_model(situated_words=True)
+        plain.load_state_dict(model.state_dict())
+        assert torch.equal(plain.situated_per_question([pooled], [pose], ["how many chairs are on my left?"])[0], ordinary)
+    assert "side_group" in WARM_START_FREE
+    with pytest.raises(ValueError, match="side_group"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, situated_tokens=True, side_group=True)
