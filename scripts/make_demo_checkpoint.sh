@@ -17,9 +17,9 @@
 #      (exclude_seen_by) at stage-2 peak lr QA_CONTINUE_LR=2.5e-4 (half; written with a '.'), 505 steps, with
 #      QA_CONTINUE_SET="model.comparison_order=true" (size comparisons listed largest / tallest first); the release
 #      is exported from it. Two runs so that each fits a sitting; QA_CONTINUE_LR= (empty) skips 4b.
-#   5. export with QA_EXPORT_SET="color_shading=0.6" (settings that change no weights, for inference: colour words
-#      that allow for shading), benchmark on val: with scene tokens, without (blind), with another room's tokens
-#      (shuffled), and the model card.
+#   5. export with QA_EXPORT_SET="color_shading=0.6 size_group=true" (settings that change no weights, for
+#      inference: colour words that allow for shading; a size question sees its class's size words after the names),
+#      benchmark on val: with scene tokens, without (blind), with another room's tokens (shuffled), and the model card.
 # Earlier releases and runs (README, Scene Q&A): release I = QA_SET="model.size_first=false
 # model.sector_order=false" QA_CONTINUE_SET= QA_EXPORT_SET= (72.8 % EM@1); release H = ENCODER=release
 # QA_SET="model.lateral_order=false model.size_words=false model.size_first=false model.sector_order=false"
@@ -40,7 +40,7 @@ QA_CONTINUE_LR=${QA_CONTINUE_LR-2.5e-4}
 ENCODER=${ENCODER:-228}
 QA_SET=${QA_SET:-}   # more config settings for both Q&A runs, space-separated key=value (e.g. model.size_words=true)
 QA_CONTINUE_SET=${QA_CONTINUE_SET-model.comparison_order=true}   # ... and for step 4b only
-QA_EXPORT_SET=${QA_EXPORT_SET-color_shading=0.6}   # model settings that change no weights, set in the release
+QA_EXPORT_SET=${QA_EXPORT_SET-color_shading=0.6 size_group=true}   # model settings without weights, set in the release
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # pretraining/lifting pin one torch thread themselves
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)

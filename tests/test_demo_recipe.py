@@ -54,9 +54,10 @@ def test_default_recipe_is_release_l_228_room_encoder_and_a_warm_started_run_ove
                     "encoder": str(tmp_path / "out" / "encoder"), "out_dir": str(work / "qa_rest"),
                     "model.comparison_order": "true"}
     assert "model.comparison_order" not in first
-    # the release allows for shading in its colour words (a setting without weights, set at export)
+    # the release allows for shading in its colour words and gives size questions their size group (settings
+    # without weights, set at export)
     export_qa = next(c for c in calls if c[:2] == ["scripts/export_demo.py", "qa"])
-    assert settings(export_qa) == {"color_shading": "0.6"}
+    assert settings(export_qa) == {"color_shading": "0.6", "size_group": "true"}
     # the release, its model card and the benchmarks come from the continued run
     for kind in ("qa", "card"):
         call = next(c for c in calls if c[:2] == ["scripts/export_demo.py", kind])
