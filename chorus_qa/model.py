@@ -300,29 +300,36 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
             tokens.append(self.situated_embeddings(pooled[b], frame, lateral, first, magnitude))
         return tokens
 
-    def size_group_embeddings(self, pooled: PooledScene, question: str) -> Tensor | None:
-        """``size_group``'s situated tokens [2n, H] for a question asking whether an object is small or large: each object
-        token of the class it names first (of the colour named before it, when a token has that colour), largest box
-        first, as its class word followed by its size word; None when it asks no such thing or no token has the class."""
-        if not asks_size(question):
-            return None
+    def _named_slots(self, pooled: PooledScene, question: str, plural: bool = False) -> Tensor | None:
+        """[n] the occupied slots of the class a question names first (``find_anchor``; of the colour named before
+        it, when a slot has that colour), or None when it names none or no slot has it."""
         if self._anchor_vocab is None:
             self._anchor_vocab = (self.config.class_names(), basic_color_names())
-        found = find_anchor(question, *self._anchor_vocab)
+        found = find_anchor(question, *self._anchor_vocab, plural=plural)
         if found is None or pooled.labels is None:
             return None
         cls, color = found
         pick = pooled_valid(pooled) & (pooled.labels == cls)
         if color is not None and pooled.color_ids is not None and bool((pick & (pooled.color_ids == color)).any()):
             pick = pick & (pooled.color_ids == color)
-        if not bool(pick.any()):
-            return None
-        slots = torch.where(pick)[0]
-        slots = slots[(-log_volumes(pooled)[slots]).argsort(stable=True)].to(self.device)
+        return torch.where(pick)[0] if bool(pick.any()) else None
+
+    def _word_pairs(self, pooled: PooledScene, slots: Tensor, words: Tensor) -> Tensor:
+        """[2n, H] each slot's class-name word followed by its row of ``words`` [n, H], in the situated tokens' dtype."""
         dtype = next(self.situated.parameters()).dtype
-        name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][slots].to(dtype)
-        size = self._lookup(self.size_embeds, [self.size_ids(pooled)], "size_words", "sizes")[0][slots].to(dtype)
-        return torch.stack([name, size], 1).flatten(0, 1)
+        names = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][slots.to(self.device)]
+        return torch.stack([names.to(dtype), words.to(dtype)], 1).flatten(0, 1)
+
+    def size_group_embeddings(self, pooled: PooledScene, question: str) -> Tensor | None:
+        """``size_group``'s situated tokens [2n, H] for a question asking whether an object is small or large: each object
+        token of the class it names (``_named_slots``), largest box first, as its class word followed by its size word;
+        None when it asks no such thing or no token has the class."""
+        slots = self._named_slots(pooled, question) if asks_size(question) else None
+        if slots is None:
+            return None
+        slots = slots[(-log_volumes(pooled)[slots]).argsort(stable=True)]
+        sizes = self._lookup(self.size_embeds, [self.size_ids(pooled)], "size_words", "sizes")[0][slots.to(self.device)]
+        return self._word_pairs(pooled, slots, sizes)
 
     def side_group_embeddings(self, pooled: PooledScene, pose: tuple[float, float, float], question: str,
                               side: int) -> Tensor | None:
@@ -330,22 +337,14 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         chairs are on my left?"): each object token of that class as its class word followed by "left" or "right"
         (the sign of its offset along the pose's left axis), the asked ``side``'s (a ``SECTOR_WORDS`` index) first,
         each side nearest first; None when the question names no class with a token."""
-        if self._anchor_vocab is None:
-            self._anchor_vocab = (self.config.class_names(), basic_color_names())
-        found = find_anchor(question, *self._anchor_vocab, plural=True)
-        if found is None or pooled.labels is None:
+        slots = self._named_slots(pooled, question, plural=True)
+        if slots is None:
             return None
-        pick = pooled_valid(pooled) & (pooled.labels == found[0])
-        if not bool(pick.any()):
-            return None
-        slots = torch.where(pick)[0]
         offsets = egocentric(pooled.centres[slots].to(self.device), pose)
         words = torch.where(offsets[:, 1] > 0, SECTOR_WORDS.index("left"), SECTOR_WORDS.index("right"))
-        order = torch.stack([words != side, offsets[:, :2].norm(dim=1).argsort().argsort()], 1)
-        order = (order[:, 0] * len(slots) + order[:, 1]).argsort()
-        dtype = next(self.situated.parameters()).dtype
-        name = self._lookup(self.name_embeds, [pooled.labels], "object_names", "class labels")[0][slots.to(self.device)][order]
-        return torch.stack([name.to(dtype), self.sector_embeds[words[order]].to(dtype)], 1).flatten(0, 1)
+        order = offsets[:, :2].norm(dim=1).argsort(stable=True)
+        order = order[(words[order] != side).long().argsort(stable=True)]  # the asked side first, each nearest first
+        return self._word_pairs(pooled, slots[order.cpu()], self.sector_embeds[words[order]])
 
     def situated_size(self, pooled: PooledScene) -> int:
         """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""
