@@ -18,7 +18,8 @@ synthetic world's (``data.synth.qa``) applied to tokens instead of ground-truth 
 - nearest / farthest: the non-structural token nearest to / farthest from the named object (the anchor), other
   than tokens of the anchor's own class (over-segmentation splits one object into several tokens);
 - closer: which of the two named objects is nearer the door (the anchor);
-- left_right: which of the two lies farther to the left in the door's frame (the anchor's facing).
+- left_right: which of the two lies farther to the left in the door's frame (the anchor's facing);
+- counting (needs no frame): the tokens of the named class (and colour, "how many red chairs ...") in the room.
 
 Per type: ``rule_correct`` (share of all questions), ``answerable`` (the frame exists and every object the rule
 needs has a token: a named object without one is usually a small object below the segment threshold or beyond
@@ -44,7 +45,7 @@ from data.atomic import write_json  # noqa: E402
 import torch  # noqa: E402
 
 TYPES = ("situated_what", "situated_side", "situated_turn", "situated_count", "nearest", "farthest", "closer",
-         "left_right")
+         "left_right", "counting")
 QUARTERS = {"left": "left", "right": "right", "in front of": "front", "behind": "behind"}
 
 
@@ -66,9 +67,16 @@ def rule_answer(qtype: str, question: str, tokens: dict, frame, vocab) -> str | 
 
     from chorus_qa.situated import egocentric, find_anchor, pick_slot, sector_ids, SECTOR_WORDS
 
+    class_names, color_names = vocab
+    if qtype == "counting":
+        found = find_anchor(question, class_names, color_names, plural=True)
+        if found is None:
+            return None
+        cls, colour = found
+        return str(sum(1 for c, k in zip(tokens["labels"].tolist(), tokens["color_ids"].tolist())
+                       if c == cls and (colour is None or k == colour)))
     if frame is None or not tokens["name"]:
         return None
-    class_names, color_names = vocab
     off = egocentric(tokens["centres"], frame)
     bearing = torch.rad2deg(torch.atan2(off[:, 1], off[:, 0]))
     dist = off[:, :2].norm(dim=1)
@@ -177,7 +185,7 @@ def main(argv=None) -> int:
         pooled, tokens, scene_json = cache[ex.scene_id]
         frame = example_pose(ex) or question_frame(pooled, ex.question, *vocab, mode="all")
         totals[ex.type] += 1
-        framed[ex.type] += frame is not None
+        framed[ex.type] += frame is not None or ex.type == "counting"
         answer = rule_answer(ex.type, ex.question, tokens, frame, vocab)
         answered[ex.type] += answer is not None
         hits[ex.type] += answer is not None and answer in ex.answers
