@@ -34,6 +34,11 @@ from chorus_qa.scene_tokens import basic_color_ids, basic_color_names, group_maj
 from data.synth import COLORS, generate_room  # noqa: E402
 
 
+def shading_rule(shading: float) -> str:
+    """The name of the ``vote_lab`` rule with shading floor ``shading``."""
+    return f"vote_lab_shading{shading:g}"
+
+
 def name_objects(colors: torch.Tensor, instance: torch.Tensor, shadings=()) -> dict[str, dict[int, int]]:
     """Colour-term id per instance id (>= 0) under each rule (plus ``vote_lab_shading<s>`` per shading floor)."""
     names = basic_color_names()
@@ -46,7 +51,7 @@ def name_objects(colors: torch.Tensor, instance: torch.Tensor, shadings=()) -> d
              "mean_lab": basic_color_ids(mean),
              "mean_rgb": torch.cdist(mean, protos).argmin(1)}
     for shading in shadings:
-        rules[f"vote_lab_shading{shading:g}"] = group_majority(basic_color_ids(cols, shading), assign, k)
+        rules[shading_rule(shading)] = group_majority(basic_color_ids(cols, shading), assign, k)
     return {rule: {int(i): int(v) for i, v in zip(ids, got)} for rule, got in rules.items()}
 
 
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
     names = basic_color_names()
     if any(not 0 < s <= 1 for s in args.shading):
         ap.error("--shading floors must be in (0, 1]")
-    hits = {r: Counter() for r in ("vote_lab", "mean_lab", "mean_rgb", *(f"vote_lab_shading{s:g}" for s in args.shading))}
+    hits = {r: Counter() for r in ("vote_lab", "mean_lab", "mean_rgb", *map(shading_rule, args.shading))}
     confusions = {r: Counter() for r in hits}
     for seed in tqdm(range(args.seed, args.seed + args.rooms), desc="rooms", unit="room"):
         scene, meta = generate_room(seed, density=0.3)

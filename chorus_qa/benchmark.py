@@ -325,7 +325,6 @@ def select_types(examples: Sequence[QAExample], types: str) -> list[QAExample]:
     return [ex for ex in examples if ex.type in wanted]
 
 
-
 def run_benchmark(
     model,
     examples: Sequence[QAExample],

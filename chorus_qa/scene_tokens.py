@@ -293,8 +293,7 @@ def color_prototypes_lab(shading: float = 1.0, device="cpu") -> Tensor:
         from data.synth.classes import COLORS
 
         linear = srgb_to_linear(torch.tensor(list(COLORS.values()), dtype=torch.float32, device=device) / 255)
-        steps = 1 if shading == 1 else SHADING_STEPS
-        factors = torch.logspace(math.log10(shading), 0, steps, device=device) if steps > 1 else torch.ones(1, device=device)
+        factors = torch.logspace(math.log10(shading), 0, 1 if shading == 1 else SHADING_STEPS, device=device)
         _COLOR_PROTOTYPES[key] = linear_to_lab(factors[:, None, None] * linear[None])
     return _COLOR_PROTOTYPES[key]
 

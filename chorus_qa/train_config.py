@@ -4,6 +4,7 @@ stages and ``load_config`` with ``key.sub=value`` overrides. Validated on constr
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chorus_qa.feature_cache import RAW_FEATURES
@@ -110,16 +111,10 @@ class TrainQAConfig:
         return fast_bf16("cuda" if cuda else "cpu")
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> TrainQAConfig:
-    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+def apply_overrides(d: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to the mapping ``d``, in place; returns ``d``."""
     import yaml
 
-    d = {}
-    if path is not None:
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(d).__name__}")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected KEY=VALUE (e.g. stage1.epochs=2)")
@@ -129,4 +124,17 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainQAConfig:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(value)
-    return TrainQAConfig.from_dict(d)
+    return d
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainQAConfig:
+    """Read a YAML config and apply ``key.sub=value`` overrides (``apply_overrides``)."""
+    import yaml
+
+    d = {}
+    if path is not None:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(d).__name__}")
+    return TrainQAConfig.from_dict(apply_overrides(d, overrides))

@@ -50,21 +50,19 @@ def export_encoder(run: Path, out: Path) -> None:
 
 
 def inference_settings(pairs: list[str]) -> dict:
-    """``key=value`` settings (values parsed as YAML) the release's model config gets on top of the run's: only
-    settings that change no weights (``chorus_qa.train_state.WARM_START_FREE``), such as ``color_shading``."""
-    import yaml
-
+    """``key=value`` settings (values parsed as YAML, ``train_config.apply_overrides``) the release's model config gets
+    on top of the run's: only settings that change no weights (``chorus_qa.train_state.WARM_START_FREE``), such as
+    ``color_shading``."""
+    from chorus_qa.train_config import apply_overrides
     from chorus_qa.train_state import WARM_START_FREE
 
-    settings = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, _ = pair.partition("=")
         if not sep:
             raise SystemExit(f"--set {pair!r}: expected key=value")
         if key not in WARM_START_FREE:
             raise SystemExit(f"--set {key}: only settings that change no weights can be set at export: {list(WARM_START_FREE)}")
-        settings[key] = yaml.safe_load(value)
-    return settings
+    return apply_overrides({}, pairs)
 
 
 def export_qa(run: Path, out: Path, settings: dict | None = None) -> None:

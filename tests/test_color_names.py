@@ -7,11 +7,7 @@ import torch
 
 from benchmarks.color_names import main, name_objects
 from chorus_qa.scene_tokens import basic_color_names
-
-
-def dimmed(srgb: torch.Tensor, factor: float) -> torch.Tensor:
-    lin = torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4) * factor
-    return torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+from tests.test_object_tokens import srgb_dimmed as dimmed
 
 
 def test_shading_rule_names_a_shaded_white_object_white_where_the_plain_vote_says_gray():
