@@ -40,8 +40,8 @@ from .prompts import IGNORE_INDEX, PromptBuilder, user_turn_text  # noqa: F401 (
 from .scene_placeholders import SCENE_TOKEN, add_scene_token, merge_scene_tokens  # noqa: F401 (re-exported)
 from .qa_config import LoraSettings, QAModelConfig
 from .scene_tokens import PooledScene, SceneTokenizer, basic_color_names, pool_scene, pooled_valid, scene_slices
-from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asked_side_count, asks_comparison, asks_lateral,
-                       asks_size, egocentric, find_anchor, interleave, question_frame, resolve_pose, sector_ids)
+from .situated import (SECTOR_WORDS, SituatedProjector, asked_sector, asked_side_count, asks_comparison, asks_count,
+                       asks_lateral, asks_size, egocentric, find_anchor, interleave, question_frame, resolve_pose, sector_ids)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
             self.register_buffer("size_embeds", self.word_embeddings(SIZE_WORDS), persistent=False)
             reference = config.size_reference
             self.size_table = None if reference is None else reference_table(reference, self.config.class_names())
-        if config.count_words:
+        if config.count_words or config.count_group:
             self.register_buffer("count_embeds", self.word_embeddings(COUNT_WORDS, space=False), persistent=False)
 
     def word_embeddings(self, names: Sequence[str], space: bool = True) -> Tensor:
@@ -276,7 +276,8 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         """The situated tokens of each question (None where ``situated_frames`` gives no frame); an anchor frame of a
         question about left and right lists them leftmost first with ``lateral_order``, one comparing sizes largest /
         tallest first with ``comparison_order``, and a posed question about one quarter of the view ("what is on my
-        left?") lists that quarter's first with ``sector_order``."""
+        left?") lists that quarter's first with ``sector_order``. Without a frame, a question whether an object is small or
+        large gets ``size_group``'s tokens and one counting a class ``count_group``'s."""
         asked = self._asked(pooled, poses, questions, turns)
         if self.situated is None or blind:
             return [None] * len(asked)
@@ -284,8 +285,13 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         for b, pose, question in asked:
             frame = self._frame(pooled[b], pose, question)
             if frame is None:
-                sized = self.config.size_group and pose is None and question and pooled[b] is not None
-                tokens.append(self.size_group_embeddings(pooled[b], question) if sized else None)
+                group = None
+                if pose is None and question and pooled[b] is not None:
+                    if self.config.size_group:
+                        group = self.size_group_embeddings(pooled[b], question)
+                    if group is None and self.config.count_group:
+                        group = self.count_group_embeddings(pooled[b], question)
+                tokens.append(group)
                 continue
             anchored = pose is None  # an anchor frame, found from the question's text
             lateral = self.config.lateral_order and anchored and asks_lateral(question)
@@ -345,6 +351,17 @@ class ChorusQAModel(PromptBuilder, GreedyDecoding, nn.Module):
         order = offsets[:, :2].norm(dim=1).argsort(stable=True)
         order = order[(words[order] != side).long().argsort(stable=True)]  # the asked side first, each nearest first
         return self._word_pairs(pooled, slots[order.cpu()], self.sector_embeds[words[order]])
+
+    def count_group_embeddings(self, pooled: PooledScene, question: str) -> Tensor | None:
+        """``count_group``'s situated tokens [2n, H] for a question counting one class in the whole scene ("how many
+        chairs are in the room?"): each object token of that class (``_named_slots``, plurals allowed) as its class word
+        followed by its running number "1", "2", ... (the last is "9" from the ninth on); None when it asks no count
+        or no token has the class."""
+        slots = self._named_slots(pooled, question, plural=True) if asks_count(question) else None
+        if slots is None:
+            return None
+        numbers = torch.arange(len(slots), device=self.device).clamp(max=len(COUNT_WORDS) - 1)
+        return self._word_pairs(pooled, slots, self.count_embeds[numbers])
 
     def situated_size(self, pooled: PooledScene) -> int:
         """How many situated tokens a framed question about ``pooled`` gets (``situated_embeddings``' length)."""

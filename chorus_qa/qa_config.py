@@ -104,6 +104,11 @@ class QAModelConfig:
                                          # are on my left?") gets, as its situated tokens, that class's object tokens, each
                                          # as its class word then "left" or "right" (its half of the view), the asked
                                          # side's first, nearest first
+    count_group: bool = False            # object_names + situated_tokens: a question counting one class in the whole
+                                         # scene ("how many chairs are in the room?") gets, as its situated tokens, that
+                                         # class's object tokens (of the named colour when one has it), each as its class
+                                         # word then its running number ("chair 1 chair 2 chair 3"), so the count is the
+                                         # last number read, as object identifiers number objects in Chat-Scene
     num_neighbors: int = 32              # Gaussians pooled per scene token ("knn" pooling)
     max_points: int = 16384              # Gaussians kept per scene for FPS / kNN
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -156,6 +161,9 @@ class QAModelConfig:
         if self.side_group and not (self.situated_words and self.object_names):
             raise ValueError("QAModelConfig.side_group lists class and side words as situated tokens: set situated_words: "
                              "true and object_names: true too")
+        if self.count_group and not (self.object_names and self.situated_tokens):
+            raise ValueError("QAModelConfig.count_group lists class words and running numbers as situated tokens: set "
+                             "object_names: true and situated_tokens: true too")
         if self.size_first and not self.size_words:
             raise ValueError("QAModelConfig.size_first places the size word of size_words: set size_words: true too")
         if self.count_words and not self.object_names:

@@ -190,6 +190,12 @@ def asked_side_count(question: str) -> int | None:
     return SECTOR_WORDS.index(sides.pop()) if len(sides) == 1 else None
 
 
+def asks_count(question: str) -> bool:
+    """Whether a question asks how many objects there are ("how many chairs are in the room?"): without a frame (no
+    pose, no spatial word) it counts in the whole scene, and ``count_group`` numbers that class's tokens for it."""
+    return re.search(r"\bhow many\b", question.lower()) is not None
+
+
 SIDE_PHRASES = (("in front of me", "front"), ("my left", "left"), ("behind me", "behind"), ("my right", "right"))
 
 

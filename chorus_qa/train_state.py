@@ -58,7 +58,7 @@ def load_trainable_weights(directory: Path, model: ChorusQAModel) -> None:
 # the object tokens carry that have no weights of their own (a trained model can be taught to read them)
 WARM_START_FREE = ("llm_dtype", "quantization", "size_words", "size_first", "size_reference", "count_words",
                    "lateral_order", "sector_order", "comparison_order", "color_shading", "size_group",
-                   "side_group")
+                   "side_group", "count_group")
 
 
 def warm_start(directory: str | Path, model: ChorusQAModel) -> None:

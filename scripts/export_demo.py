@@ -172,7 +172,9 @@ def token_summary(qa_cfg: dict) -> str:
                         + ("; a question whether an object is small or large gets that class's tokens as class word + "
                            "size word, largest first" if qa_cfg.get("size_group") else "")
                         + ("; a posed question counting one class on one side gets that class's tokens as class word + "
-                           "left / right, the asked side first" if qa_cfg.get("side_group") else ""))
+                           "left / right, the asked side first" if qa_cfg.get("side_group") else "")
+                        + ("; a question counting one class in the room gets that class's tokens as class word + "
+                           "running number (1, 2, ...)" if qa_cfg.get("count_group") else ""))
         return f"up to {k} object tokens, one per segment: {how}{names}{lead}{colours}{extents}{situated}"
     return f"{k} {pooling}-pooled tokens"
 

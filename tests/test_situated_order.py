@@ -1,5 +1,5 @@
 """Question-dependent situated tokens: the orders an anchor or posed frame lists its objects in (lateral, sector,
-comparison) and the groups a size or side-count question gets instead (size_group, side_group)."""
+comparison) and the groups a size or count question gets instead (size_group, side_group, count_group)."""
 
 import math
 
@@ -239,3 +239,50 @@ def test_side_group_lists_the_counted_class_with_its_side_word_asked_side_first(
     with pytest.raises(ValueError, match="side_group"):
         QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
                       object_names=True, situated_tokens=True, side_group=True)
+
+
+def test_count_group_numbers_the_counted_class_in_the_whole_scene():
+    from chorus_qa.scene_tokens import basic_color_names, pool_scene
+    from chorus_qa.situated import asks_count
+    from chorus_qa.train_state import WARM_START_FREE
+    from encoder.label_sets import get_label_set
+    from tests.test_object_tokens import box
+
+    assert [asks_count(q) for q in ("how many chairs are in the room?", "How many lamps are there?",
+                                    "what is on the chair?", "is the lamp small or large?")] == [True, True, False, False]
+    names = get_label_set("synth")
+    chair, bed = names.index("chair"), names.index("bed")
+    # three chairs (two red, one blue) and a bed
+    centres = [(2.0, 1.0), (1.0, -1.0), (0.5, 0.5), (3.0, 3.0)]
+    means = torch.cat([box(100, [x - 0.2, y - 0.2, 0], [x + 0.2, y + 0.2, 0.8], i) for i, (x, y) in enumerate(centres)])
+    red, blue = [0.77, 0.16, 0.14], [0.16, 0.31, 0.75]
+    colors = torch.cat([torch.tensor([c]).repeat(100, 1) for c in (red, blue, red, [0.5, 0.5, 0.5])])
+    labels = torch.tensor([chair, chair, chair, bed]).repeat_interleave(100)
+    model = object_situated_model(situated_words=True, count_group=True)
+    perturb(model.situated)
+    pooled = pool_scene(torch.randn(400, 6, generator=torch.Generator().manual_seed(0)), means, model.scene_tokenizer.config,
+                        segments=torch.arange(4).repeat_interleave(100), colors=colors, labels=labels)
+    reds = sum(basic_color_names()[int(c)] == "red" for c, k in zip(pooled.color_ids, pooled.labels) if int(k) == chair)
+    assert reds == 2
+    digits = model.word_embeddings([str(n) for n in range(1, 10)], space=False)  # independent of the model's buffer
+
+    def numbered(n: int) -> torch.Tensor:  # the class word then "1", "2", ... for n chairs
+        return torch.stack([t for i in range(n) for t in (model.name_embeds[chair], digits[i])])
+
+    with torch.no_grad():
+        for question, n in (("how many chairs are in the room?", 3), ("How many red chairs are there?", 2),
+                            ("how many chair are there?", 3)):
+            got = model.situated_per_question([pooled], [None], [question])[0]
+            assert torch.equal(got, numbered(n).to(got.dtype)), question
+        # no count, a class without a token, or a spatial / posed question: no count group
+        for question in ("what color is the chair?", "how many lamps are in the room?"):
+            assert model.situated_per_question([pooled], [None], [question])[0] is None, question
+        pose = (0.0, 0.0, 0.0)
+        posed = model.situated_per_question([pooled], [pose], ["how many chairs are in the room?"])[0]
+        assert torch.equal(posed, model.situated_embeddings(pooled, pose))
+        plain = object_situated_model(situated_words=True)
+        assert plain.situated_per_question([pooled], [None], ["how many chairs are in the room?"])[0] is None
+    assert "count_group" in WARM_START_FREE
+    with pytest.raises(ValueError, match="count_group"):
+        QAModelConfig(feature_dim=6, llm="tiny-random-llama", pooling="objects", segments={"source": "gt"},
+                      object_names=True, count_group=True)
