@@ -180,20 +180,20 @@ def asks_size(question: str) -> bool:
     return re.search(r"\b(small|large|big|little|tiny|huge)\b", text) is not None and asks_comparison(text) is None
 
 
-def asked_side_count(question: str) -> int | None:
-    """The side a question counts objects on ("how many chairs are on my left?"): the ``SECTOR_WORDS`` index of
-    "left" or "right" (the half of the view on that side), None for other questions or both sides."""
-    text = question.lower()
-    if not re.search(r"\bhow many\b", text):
-        return None
-    sides = {word for word in ("left", "right") if re.search(rf"\bmy {word}\b", text)}
-    return SECTOR_WORDS.index(sides.pop()) if len(sides) == 1 else None
-
-
 def asks_count(question: str) -> bool:
     """Whether a question asks how many objects there are ("how many chairs are in the room?"): without a frame (no
     pose, no spatial word) it counts in the whole scene, and ``count_group`` numbers that class's tokens for it."""
     return re.search(r"\bhow many\b", question.lower()) is not None
+
+
+def asked_side_count(question: str) -> int | None:
+    """The side a question counts objects on ("how many chairs are on my left?"): the ``SECTOR_WORDS`` index of
+    "left" or "right" (the half of the view on that side), None for other questions or both sides."""
+    if not asks_count(question):
+        return None
+    text = question.lower()
+    sides = {word for word in ("left", "right") if re.search(rf"\bmy {word}\b", text)}
+    return SECTOR_WORDS.index(sides.pop()) if len(sides) == 1 else None
 
 
 SIDE_PHRASES = (("in front of me", "front"), ("my left", "left"), ("behind me", "behind"), ("my right", "right"))

@@ -264,7 +264,7 @@ def test_count_group_numbers_the_counted_class_in_the_whole_scene():
                         segments=torch.arange(4).repeat_interleave(100), colors=colors, labels=labels)
     reds = sum(basic_color_names()[int(c)] == "red" for c, k in zip(pooled.color_ids, pooled.labels) if int(k) == chair)
     assert reds == 2
-    digits = model.word_embeddings([str(n) for n in range(1, 10)], space=False)  # independent of the model's buffer
+    digits = model.word_embeddings([str(n) for n in range(1, 10)], space=False)  # rebuilt from the LLM's table, not the buffer
 
     def numbered(n: int) -> torch.Tensor:  # the class word then "1", "2", ... for n chairs
         return torch.stack([t for i in range(n) for t in (model.name_embeds[chair], digits[i])])
@@ -274,7 +274,7 @@ def test_count_group_numbers_the_counted_class_in_the_whole_scene():
                             ("how many chair are there?", 3)):
             got = model.situated_per_question([pooled], [None], [question])[0]
             assert torch.equal(got, numbered(n).to(got.dtype)), question
-        # no count, a class without a token, or a spatial / posed question: no count group
+        # no count or a class without a token: no count group; a posed question keeps its pose's tokens
         for question in ("what color is the chair?", "how many lamps are in the room?"):
             assert model.situated_per_question([pooled], [None], [question])[0] is None, question
         pose = (0.0, 0.0, 0.0)
